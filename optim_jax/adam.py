@@ -1,0 +1,58 @@
+"""Adam (Kingma & Ba, 2015) as torch.optim.Adam computes it."""
+
+from __future__ import annotations
+
+from optim_jax import transform, validation
+from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_jax.combine import chain
+from optim_jax.numerics import is_static_zero
+
+
+def adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Adam, with torch's L2 weight decay, AMSGrad and maximize options.
+
+    .. math::
+        g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2,
+
+        \\theta_t = \\theta_{t-1} - \\frac{\\gamma}{1-\\beta_1^t}
+            \\frac{m_t}{\\sqrt{\\hat v_t}/\\sqrt{1-\\beta_2^t} + \\epsilon}
+
+    where :math:`\\hat v_t = \\max_{s \\le t} v_s` with AMSGrad, else :math:`v_t`.
+
+    Args:
+      lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      betas: :math:`(\\beta_1, \\beta_2)`, decay rates of the moment estimates.
+      eps: :math:`\\epsilon`, added to the denominator.
+      weight_decay: :math:`\\lambda`; an L2 penalty on the gradient, or AdamW's decoupled decay
+        ``theta *= 1 - lr * weight_decay`` when ``decoupled_weight_decay``.
+      amsgrad: use the running maximum of :math:`v_t` (Reddi et al., 2018).
+      maximize: maximise the objective instead of minimising it.
+      decoupled_weight_decay: decay the weights directly, as :func:`adamw` does.
+
+    Returns:
+      The transform; its state holds torch's ``step``, ``exp_avg``, ``exp_avg_sq`` and, with
+      AMSGrad, ``max_exp_avg_sq``.
+    """
+    validation.check_lr(lr)
+    validation.check_eps(eps)
+    validation.check_betas(betas)
+    validation.check_weight_decay(weight_decay)
+    decay = [] if is_static_zero(weight_decay) else [transform.add_decayed_weights(weight_decay)]
+    return chain(
+        *([transform.negate()] if maximize else []),
+        *([] if decoupled_weight_decay else decay),
+        transform.scale_by_adam(betas, eps, amsgrad),
+        *(decay if decoupled_weight_decay else []),
+        transform.scale_by_learning_rate(lr),
+    )

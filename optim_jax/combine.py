@@ -1,0 +1,119 @@
+"""Combinators: run transforms in sequence (:func:`chain`) or side by side over labelled parts of
+a parameter tree (:func:`partition`, per-group hyperparameters in the pure world)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, Mapping, NamedTuple
+
+import jax
+
+from optim_jax.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    Params,
+    with_extra_args_support,
+)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Applies ``transforms`` in order, each to the previous one's output.
+
+    Members may be optim_jax or optax transforms. Extra keyword arguments to ``update`` reach
+    every member that accepts them. The state is the tuple of the members' states.
+    """
+    members = tuple(with_extra_args_support(t) for t in transforms)
+
+    def init(params):
+        return tuple(t.init(params) for t in members)
+
+    def update(updates, state, params=None, **extra_args):
+        if len(state) != len(members):
+            raise ValueError(
+                f"chain: state has {len(state)} members, the chain has {len(members)}"
+            )
+        new_state = []
+        for t, s in zip(members, state):
+            updates, s = t.update(updates, s, params, **extra_args)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformationExtraArgs(init, update)
+
+
+class PartitionState(NamedTuple):
+    """The state of each label's transform, keyed by label."""
+
+    inner_states: dict
+
+
+Labels = Any | Callable[[Params], Any]
+
+
+def partition(
+    transforms: Mapping[Hashable, GradientTransformation], labels: Labels
+) -> GradientTransformationExtraArgs:
+    """Applies ``transforms[label]`` to the leaves labelled ``label``.
+
+    Args:
+      transforms: one transform per label.
+      labels: a pytree with the params' structure whose leaves are labels, or a function
+        ``params -> labels``.
+
+    Returns:
+      A transform whose inner transforms each see the params tree with the leaves of other labels
+      replaced by ``None`` (no leaves), so their states hold only their own leaves.
+    """
+    members = {label: with_extra_args_support(t) for label, t in transforms.items()}
+
+    def split(tree):
+        label_tree = labels(tree) if callable(labels) else labels
+        leaves, treedef = jax.tree.flatten(tree)
+        try:
+            flat_labels = treedef.flatten_up_to(label_tree)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"partition: labels must have the params' structure {treedef}: {e}"
+            ) from None
+        unknown = set(flat_labels) - set(members)
+        if unknown:
+            raise ValueError(
+                f"partition: labels {sorted(map(repr, unknown))} have no transform; "
+                f"transforms are given for {sorted(map(repr, members))}"
+            )
+        return leaves, treedef, flat_labels
+
+    def mask(leaves, treedef, flat_labels, label):
+        return treedef.unflatten(
+            [leaf if lab == label else None for leaf, lab in zip(leaves, flat_labels)]
+        )
+
+    def init(params):
+        leaves, treedef, flat_labels = split(params)
+        return PartitionState(
+            {
+                label: t.init(mask(leaves, treedef, flat_labels, label))
+                for label, t in members.items()
+            }
+        )
+
+    def update(updates, state, params=None, **extra_args):
+        leaves, treedef, flat_labels = split(updates)
+        param_leaves = None if params is None else treedef.flatten_up_to(params)
+        merged = list(leaves)
+        inner_states = {}
+        for label, t in members.items():
+            sub_params = (
+                None if params is None else mask(param_leaves, treedef, flat_labels, label)
+            )
+            sub_updates, inner_states[label] = t.update(
+                mask(leaves, treedef, flat_labels, label),
+                state.inner_states[label],
+                sub_params,
+                **extra_args,
+            )
+            for i, u in enumerate(treedef.flatten_up_to(sub_updates)):
+                if flat_labels[i] == label:
+                    merged[i] = u
+        return treedef.unflatten(merged), PartitionState(inner_states)
+
+    return GradientTransformationExtraArgs(init, update)

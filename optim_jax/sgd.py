@@ -1,0 +1,49 @@
+"""Stochastic gradient descent with torch.optim.SGD's momentum, dampening and Nesterov."""
+
+from __future__ import annotations
+
+from optim_jax import transform, validation
+from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_jax.combine import chain
+from optim_jax.numerics import is_static_zero
+
+
+def sgd(
+    lr: ScalarOrSchedule = 1e-3,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """SGD as torch.optim.SGD computes it.
+
+    .. math::
+        g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
+        b_t = \\mu b_{t-1} + (1 - \\tau) g_t \\ (b_1 = g_1), \\quad
+        \\theta_t = \\theta_{t-1} - \\gamma \\,(g_t + \\mu b_t \\text{ if nesterov else } b_t)
+
+    Args:
+      lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      momentum: momentum factor :math:`\\mu` (0 keeps no buffer).
+      dampening: dampening :math:`\\tau` for momentum.
+      weight_decay: L2 penalty :math:`\\lambda` added to the gradient.
+      nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+      maximize: maximise the objective instead of minimising it.
+
+    Returns:
+      The transform; its state holds ``momentum_buffer`` when momentum is used.
+    """
+    validation.check_lr(lr)
+    validation.check_momentum(momentum)
+    validation.check_weight_decay(weight_decay)
+    validation.check_nesterov(nesterov, momentum, dampening)
+    return chain(
+        *([transform.negate()] if maximize else []),
+        *([] if is_static_zero(weight_decay) else [transform.add_decayed_weights(weight_decay)]),
+        *([] if is_static_zero(momentum) else [
+            transform.trace_momentum(momentum, dampening, nesterov)
+        ]),
+        transform.scale_by_learning_rate(lr),
+    )

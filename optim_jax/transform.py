@@ -1,0 +1,195 @@
+"""Small composable building blocks; the algorithms are chains of these.
+
+Each block follows torch.optim's single-tensor arithmetic, operation for operation, so that a
+chain reproduces torch's parameter trajectory to rounding. Numeric hyperparameters may be Python
+numbers, arrays (traced, as :func:`optim_jax.inject_hyperparams` passes them) or, where noted,
+schedules ``step -> value``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax import numerics
+from optim_jax.base import EmptyState, GradientTransformation, ScalarOrSchedule
+
+
+def _stateless(fn) -> GradientTransformation:
+    """A transform from ``fn(updates, params) -> updates`` that keeps no state."""
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        return fn(updates, params), state
+
+    return GradientTransformation(init, update)
+
+
+def negate() -> GradientTransformation:
+    """``u -> -u``: how ``maximize=True`` turns ascent into descent, before anything else."""
+    return _stateless(lambda updates, params: jax.tree.map(jnp.negative, updates))
+
+
+def _require_params(params: Any, name: str) -> None:
+    if params is None:
+        raise ValueError(f"{name} needs the current params: call update(updates, state, params)")
+
+
+def add_decayed_weights(weight_decay: float | jax.Array) -> GradientTransformation:
+    """``u -> u + weight_decay * p``.
+
+    Placed before the moment estimates it is torch's L2 penalty (``grad.add(param,
+    alpha=weight_decay)``); placed after them and before the learning rate it is AdamW's
+    decoupled decay ``p <- p * (1 - lr * weight_decay)``.
+    """
+
+    def fn(updates, params):
+        _require_params(params, "add_decayed_weights")
+        return jax.tree.map(lambda u, p: u + numerics.like(weight_decay, p) * p, updates, params)
+
+    return _stateless(fn)
+
+
+def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
+    """``u -> -lr * u``, the descent step. ``lr`` may be a schedule ``step -> lr``.
+
+    A schedule is evaluated at the number of updates done before this one (0 at the first step),
+    as torch's lr schedulers set ``lr`` before the first ``optimizer.step()``.
+    """
+    if not callable(lr):
+        return _stateless(
+            lambda updates, params: jax.tree.map(lambda u: u * numerics.like(-lr, u), updates)
+        )
+
+    def init(params):
+        del params
+        return ScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        step_lr = lr(state.count)
+        updates = jax.tree.map(lambda u: u * numerics.like(-step_lr, u), updates)
+        return updates, ScheduleState(count=numerics.increment(state.count))
+
+    return GradientTransformation(init, update)
+
+
+class ScheduleState(NamedTuple):
+    """How many updates a scheduled transform has made."""
+
+    count: jax.Array
+
+
+class MomentumState(NamedTuple):
+    """torch's SGD state: the ``momentum_buffer`` and whether it has been started."""
+
+    count: jax.Array
+    momentum_buffer: Any
+
+
+def trace_momentum(
+    momentum: float | jax.Array, dampening: float | jax.Array = 0.0, nesterov: bool = False
+) -> GradientTransformation:
+    """torch's SGD momentum.
+
+    .. math::
+        b_1 = g_1, \\qquad b_t = \\mu b_{t-1} + (1 - \\tau) g_t, \\qquad
+        u_t = g_t + \\mu b_t \\ (\\text{nesterov}) \\ \\text{or} \\ b_t.
+
+    The first buffer is the gradient itself (torch's rule), not ``(1 - dampening) * g``.
+    """
+
+    def init(params):
+        return MomentumState(
+            count=jnp.zeros([], jnp.int32),
+            momentum_buffer=jax.tree.map(numerics.zeros_like, params),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        first = state.count == 0
+
+        def buffer(g, b):
+            mu, keep = numerics.like(momentum, g), numerics.like(1 - dampening, g)
+            return jnp.where(first, g, b * mu + keep * g)
+
+        buffers = jax.tree.map(buffer, updates, state.momentum_buffer)
+        if nesterov:
+            updates = jax.tree.map(
+                lambda g, b: g + numerics.like(momentum, g) * b, updates, buffers
+            )
+        else:
+            updates = buffers
+        return updates, MomentumState(numerics.increment(state.count), buffers)
+
+    return GradientTransformation(init, update)
+
+
+class AdamState(NamedTuple):
+    """torch's Adam state names: ``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``.
+
+    ``max_exp_avg_sq`` is ``None`` (no leaves) unless ``amsgrad``.
+    """
+
+    step: jax.Array
+    exp_avg: Any
+    exp_avg_sq: Any
+    max_exp_avg_sq: Any
+
+
+def scale_by_adam(
+    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8, amsgrad: bool = False
+) -> GradientTransformation:
+    """Adam's bias-corrected moment ratio (Kingma & Ba, 2015), as torch computes it.
+
+    .. math::
+        m_t = \\operatorname{lerp}(m_{t-1}, g_t, 1 - \\beta_1), \\quad
+        v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2, \\quad
+        u_t = \\frac{m_t / (1 - \\beta_1^t)}{\\sqrt{\\hat v_t} / \\sqrt{1 - \\beta_2^t} + \\epsilon}
+
+    with :math:`\\hat v_t = \\max(\\hat v_{t-1}, v_t)` under AMSGrad, else :math:`v_t`. The
+    learning rate is applied by the next block.
+    """
+    beta1, beta2 = betas
+
+    def init(params):
+        zeros = lambda: jax.tree.map(numerics.zeros_like, params)  # noqa: E731
+        return AdamState(
+            step=jnp.zeros([], jnp.int32),
+            exp_avg=zeros(),
+            exp_avg_sq=zeros(),
+            max_exp_avg_sq=zeros() if amsgrad else None,
+        )
+
+    def update(updates, state, params=None):
+        del params
+        step = numerics.increment(state.step)
+        correction1 = numerics.bias_correction(beta1, step)
+        correction2_sqrt = jnp.sqrt(numerics.bias_correction(beta2, step))
+        exp_avg = jax.tree.map(
+            lambda m, g: numerics.lerp(m, g, 1 - beta1), state.exp_avg, updates
+        )
+        exp_avg_sq = jax.tree.map(
+            lambda v, g: v * numerics.like(beta2, v) + numerics.like(1 - beta2, g) * g * g,
+            state.exp_avg_sq,
+            updates,
+        )
+        if amsgrad:
+            max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
+            second = max_exp_avg_sq
+        else:
+            max_exp_avg_sq, second = None, exp_avg_sq
+
+        def ratio(m, v):
+            denom = jnp.sqrt(v) / numerics.like(correction2_sqrt, v) + numerics.like(eps, v)
+            return (m / numerics.like(correction1, m)) / denom
+
+        updates = jax.tree.map(ratio, exp_avg, second)
+        return updates, AdamState(step, exp_avg, exp_avg_sq, max_exp_avg_sq)
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,67 @@
+"""Hyperparameter checks that raise torch.optim's own ValueError messages.
+
+Checks run on concrete values only: a schedule, or an array traced inside ``jax.jit`` (as
+:func:`optim_jax.inject_hyperparams` and the stateful classes pass them), is not checked again
+at every step; its value was checked when the optimiser was built.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete(value: Any) -> float | None:
+    """The value as a Python float if it is a concrete real scalar, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not isinstance(
+        value, jax.core.Tracer
+    ):
+        if np.ndim(value) == 0 and np.asarray(value).dtype.kind in "fiu":
+            return float(value)
+    return None
+
+
+def _require(ok, value: Any, message: str) -> None:
+    number = concrete(value)
+    if number is not None and not ok(number):
+        raise ValueError(message)
+
+
+def check_lr(lr: Any) -> None:
+    _require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}")
+
+
+def check_eps(eps: Any) -> None:
+    _require(lambda v: v >= 0.0, eps, f"Invalid epsilon value: {eps}")
+
+
+def check_weight_decay(weight_decay: Any) -> None:
+    _require(lambda v: v >= 0.0, weight_decay, f"Invalid weight_decay value: {weight_decay}")
+
+
+def check_momentum(momentum: Any) -> None:
+    _require(lambda v: v >= 0.0, momentum, f"Invalid momentum value: {momentum}")
+
+
+def check_betas(betas: Any) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
+    for index, beta in enumerate(betas):
+        _require(
+            lambda v: 0.0 <= v < 1.0, beta, f"Invalid beta parameter at index {index}: {beta}"
+        )
+
+
+def check_nesterov(nesterov: bool, momentum: Any, dampening: Any) -> None:
+    if not nesterov:
+        return
+    m, d = concrete(momentum), concrete(dampening)
+    if (m is not None and m <= 0) or (d is not None and d != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")

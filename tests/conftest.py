@@ -1,0 +1,49 @@
+"""Shared fixtures: live torch (required in CI), float64 switch, random pytrees."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - exercised only on machines without torch
+    torch = None
+    if os.environ.get("CI"):
+        raise RuntimeError(
+            "torch==2.13.0 is required for the parity tests in CI: pip install -e '.[test]'"
+        ) from None
+
+
+@pytest.fixture
+def torch_module():
+    """torch, or a skip on a developer machine that has not installed the test extra."""
+    if torch is None:
+        pytest.skip("torch is not installed (pip install -e '.[test]')")
+    torch.set_num_threads(1)
+    return torch
+
+
+@pytest.fixture
+def x64():
+    """Enables float64 for the duration of a test."""
+    with jax.enable_x64(True):
+        yield
+
+
+def random_tree(rng: np.random.Generator, dtype=np.float32):
+    """A nested dict/list/tuple pytree with scalar, vector and matrix leaves."""
+    return {
+        "scalar": rng.standard_normal(()).astype(dtype),
+        "vector": rng.standard_normal((5,)).astype(dtype),
+        "layers": [
+            {"w": rng.standard_normal((4, 3)).astype(dtype), "b": rng.standard_normal((3,)).astype(dtype)},
+            (rng.standard_normal((2, 3, 2)).astype(dtype),),
+        ],
+    }
+
+
+def like_tree(rng: np.random.Generator, tree):
+    """Random normal leaves shaped and typed like ``tree``'s."""
+    return jax.tree.map(lambda x: rng.standard_normal(np.shape(x)).astype(np.asarray(x).dtype), tree)
