@@ -76,9 +76,10 @@ def partition(
             ) from None
         unknown = set(flat_labels) - set(members)
         if unknown:
+            names = lambda labels: ", ".join(sorted(map(repr, labels)))  # noqa: E731
             raise ValueError(
-                f"partition: labels {sorted(map(repr, unknown))} have no transform; "
-                f"transforms are given for {sorted(map(repr, members))}"
+                f"partition: labels {names(unknown)} have no transform; "
+                f"transforms are given for {names(members)}"
             )
         return leaves, treedef, flat_labels
 

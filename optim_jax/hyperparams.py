@@ -48,8 +48,9 @@ def inject_hyperparams(
 
     ``inject_hyperparams(optim_jax.adam)(lr=1e-3, betas=(0.9, 0.999))`` behaves as
     ``optim_jax.adam(...)`` but keeps ``lr``, ``betas``, ``eps`` and ``weight_decay`` in
-    ``state.hyperparams``; replace them there (``state.hyperparams['lr'] = ...``) between steps
-    and the same compiled step runs with the new values. A callable hyperparameter is a schedule
+    ``state.hyperparams``; replace them there between steps with arrays of the stored dtype
+    (``state.hyperparams['lr'] = jnp.asarray(1e-4, jnp.float32)``; a Python float or a weakly
+    typed array changes the jit signature) and the same compiled step runs with the new values. A callable hyperparameter is a schedule
     evaluated at the step count. Booleans, strings and ``static_args`` stay Python constants.
 
     Args:
