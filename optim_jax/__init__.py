@@ -4,8 +4,8 @@ Two faces over one engine: pure transforms (``optim_jax.adam(...)``, ``init``/``
 pytrees, optax-compatible) and, built on them, torch-style stateful optimisers.
 """
 
-from optim_jax.adam import adam
-from optim_jax.adamw import adamw
+from optim_jax.adam import Adam, adam
+from optim_jax.adamw import AdamW, adamw
 from optim_jax.base import (
     EmptyState,
     GradientTransformation,
@@ -16,7 +16,8 @@ from optim_jax.base import (
 )
 from optim_jax.combine import PartitionState, chain, partition
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
-from optim_jax.sgd import sgd
+from optim_jax.optimizer import Optimizer, labelled, required
+from optim_jax.sgd import SGD, sgd
 from optim_jax.transform import (
     AdamState,
     MomentumState,
@@ -31,6 +32,12 @@ from optim_jax.transform import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "SGD",
+    "labelled",
+    "required",
     "AdamState",
     "EmptyState",
     "GradientTransformation",

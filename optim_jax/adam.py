@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_jax.combine import chain
 from optim_jax.numerics import is_static_zero
+from optim_jax.optimizer import Optimizer
 
 
 def adam(
@@ -56,3 +59,41 @@ def adam(
         *(decay if decoupled_weight_decay else []),
         transform.scale_by_learning_rate(lr),
     )
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam over JAX pytrees: ``Adam(params, lr=1e-3, betas=(0.9, 0.999), ...)``.
+
+    Arguments as :func:`adam`; ``params`` as :class:`optim_jax.Optimizer` takes them.
+    ``foreach``, ``capturable``, ``differentiable`` and ``fused`` are accepted for drop-in
+    compatibility and ignored. State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and,
+    with AMSGrad, ``max_exp_avg_sq``.
+    """
+
+    transform = staticmethod(adam)
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                maximize=maximize, foreach=foreach, capturable=capturable,
+                differentiable=differentiable, fused=fused,
+                decoupled_weight_decay=decoupled_weight_decay,
+            ),
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from optim_jax.adam import adam
+from typing import Any
+
+from optim_jax.adam import Adam, adam
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
 
 
@@ -26,3 +28,33 @@ def adamw(
     return adam(
         lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True
     )
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW over JAX pytrees: Adam with decoupled weight decay (default 1e-2).
+
+    Arguments as :func:`adamw`; ``foreach``, ``capturable``, ``differentiable`` and ``fused``
+    are accepted and ignored.
+    """
+
+    transform = staticmethod(adamw)
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
+            capturable=capturable, differentiable=differentiable, fused=fused,
+        )

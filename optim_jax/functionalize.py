@@ -1,0 +1,164 @@
+"""Turning a user's closure into (static key, array arguments) so a compiled step is reused.
+
+torch's idiom re-creates the closure every iteration, capturing the new batch::
+
+    for x, y in batches:
+        def closure(p):
+            return loss_fn(p, x, y)
+        opt.step(closure)
+
+Each closure is a new function object, and ``jax.jit`` over it would retrace every time and bake
+the batch in as a constant. :func:`split_call` instead separates what the function *is* (its
+code, and the non-array values it captured: a static, hashable key) from the arrays it captured
+(cells, defaults, ``functools.partial`` arguments, and module globals its code reads). The
+compiled step takes those arrays as arguments and rebuilds an equivalent function around the
+traced values. Python numbers, strings and other objects stay part of the key: changing one
+compiles again, which is correct (it may decide shapes) but slow if it changes every step.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+_MAX_DEPTH = 8
+
+
+def is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray))
+
+
+class _Identity:
+    """A key part for an unhashable object: equal only to itself, kept alive by the key."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+
+def _static(x: Any) -> Any:
+    try:
+        hash(x)
+    except TypeError:
+        return _Identity(x)
+    return (type(x), x)
+
+
+@functools.lru_cache(maxsize=1024)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Names a code object (and the functions, lambdas, comprehensions inside it) may read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
+def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
+    """Static key and rebuild function for one captured value; its arrays go to ``arrays``."""
+    if isinstance(value, (types.FunctionType, functools.partial)) and depth < _MAX_DEPTH:
+        return _split(value, arrays, depth + 1)
+    leaves, treedef = jax.tree.flatten(value)
+    positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
+    statics = [None if is_array(leaf) else leaf for leaf in leaves]
+    key = (treedef, tuple(_static(s) for s in statics))
+    if not positions:
+        return key, lambda traced: value
+    start = len(arrays)
+    arrays.extend(leaves[i] for i in positions)
+
+    def rebuild(traced):
+        filled = list(statics)
+        for offset, i in enumerate(positions):
+            filled[i] = traced[start + offset]
+        return treedef.unflatten(filled)
+
+    return key, rebuild
+
+
+_EMPTY = object()
+
+
+def _contents(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a variable the closure names but that is not bound yet
+        return _EMPTY
+
+
+def _cell(value: Any) -> types.CellType:
+    return types.CellType() if value is _EMPTY else types.CellType(value)
+
+
+def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
+    if isinstance(fn, functools.partial):
+        inner_key, inner = _split_value(fn.func, arrays, depth)
+        args_key, args = _split_value(fn.args, arrays, depth)
+        kwargs_key, kwargs = _split_value(fn.keywords, arrays, depth)
+        key = ("partial", inner_key, args_key, kwargs_key)
+        return key, lambda t: functools.partial(inner(t), *args(t), **kwargs(t))
+    if not isinstance(fn, types.FunctionType):
+        return _static(fn), lambda t: fn
+
+    code = fn.__code__
+    cells = [_contents(c) for c in fn.__closure__ or ()]
+    cells_split = [_split_value(v, arrays, depth) for v in cells]
+    defaults_key, defaults = _split_value(fn.__defaults__, arrays, depth)
+    kwdefaults_key, kwdefaults = _split_value(fn.__kwdefaults__, arrays, depth)
+    module = fn.__globals__
+    global_arrays = {}
+    for name in _global_names(code):
+        value = module.get(name)
+        if value is not None and not isinstance(value, types.ModuleType):
+            leaves = jax.tree.leaves(value)
+            if leaves and any(is_array(leaf) for leaf in leaves):
+                global_arrays[name] = _split_value(value, arrays, depth)
+    key = (
+        code,
+        id(module),
+        tuple(k for k, _ in cells_split),
+        defaults_key,
+        kwdefaults_key,
+        tuple((name, k) for name, (k, _) in global_arrays.items()),
+    )
+
+    def rebuild(traced):
+        closure = tuple(_cell(r(traced)) for _, r in cells_split) or None
+        namespace = module
+        if global_arrays:
+            namespace = dict(module)
+            namespace.update({name: r(traced) for name, (_, r) in global_arrays.items()})
+        new = types.FunctionType(code, namespace, fn.__name__, defaults(traced), closure)
+        new.__kwdefaults__ = kwdefaults(traced)
+        return new
+
+    return key, rebuild
+
+
+def split_call(
+    fn: Callable, args: tuple, kwargs: dict
+) -> tuple[Any, list, Callable[[list], tuple[Callable, tuple, dict]]]:
+    """Splits the call ``fn(params, *args, **kwargs)`` into ``(key, arrays, rebuild)``.
+
+    Returns:
+      key: hashable; equal for two calls of closures made by the same code, with equal
+        non-array captures and arguments, whatever their arrays hold.
+      arrays: every array captured by ``fn`` or passed in ``args``/``kwargs``, in a fixed order.
+      rebuild: ``rebuild(arrays_or_tracers) -> (fn, args, kwargs)`` equivalent to the originals
+        but reading the given arrays.
+    """
+    arrays: list = []
+    fn_key, fn_rebuild = _split(fn, arrays, 0)
+    args_key, args_rebuild = _split_value((args, kwargs), arrays, 0)
+    return (fn_key, args_key), arrays, lambda t: (fn_rebuild(t), *args_rebuild(t))

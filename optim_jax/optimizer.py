@@ -1,0 +1,639 @@
+"""The stateful, torch-style face: ``Optimizer`` and its param groups over the pure transforms.
+
+Every ``step`` is one call of a compiled XLA executable that takes all groups' params, states
+and hyperparameters (and, for ``step(closure)``, evaluates the loss and its gradient too).
+Executables are cached by what changes the program: the algorithm's boolean options, the tree
+structures, the closure's code and its non-array captures. Numeric hyperparameters travel as one
+float vector argument, so ``param_groups[i]['lr'] = x`` takes effect without recompiling. The
+exception is a hyperparameter that switches state on or off at zero (SGD's ``momentum``: torch
+keeps no momentum buffer at 0): crossing zero compiles once more, and the state gains or drops
+that buffer as torch's would.
+
+Hyperparameters reach the program as arrays of the widest enabled float: float32 unless
+``jax_enable_x64`` is on. ``1 - beta`` then carries beta's float32 rounding (for beta2 = 0.999, a
+relative 1e-5 in the second-moment weight), where torch and the pure transforms built with Python
+floats use float64 host arithmetic; with x64 enabled the classes match those to float64 rounding.
+
+Parameters and optimiser state are donated to each step: arrays taken from ``opt.params`` or
+``opt.state`` before a step are deleted by it (using one raises ``RuntimeError: Array has been
+deleted``); read them again after the step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optim_jax import functionalize, numerics
+from optim_jax.base import PyTree, apply_updates
+from optim_jax.hyperparams import _is_numeric
+from optim_jax.state_fields import collect_fields, replace_fields
+
+
+class Labelled(tuple):
+    """One parameter tree split into groups by labels: made by :func:`labelled`."""
+
+
+def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]]) -> Labelled:
+    """Param groups over one tree, so ``opt.params`` stays the user's whole tree.
+
+    Args:
+      params: the parameter pytree.
+      labels: a pytree of group labels with ``params``' structure, or a function
+        ``params -> labels`` (as :func:`optim_jax.partition` takes).
+      groups: per-label options overriding the optimiser's defaults, in group order, e.g.
+        ``{'base': {}, 'classifier': {'lr': 1e-3}}``. Every label used must be a key.
+
+    Returns:
+      A value to pass as an optimiser's ``params``; ``opt.param_groups[i]['params']`` is then the
+      tree with other groups' leaves replaced by ``None``.
+    """
+    label_tree = labels(params) if callable(labels) else labels
+    leaves, treedef = jax.tree.flatten(params)
+    try:
+        flat_labels = treedef.flatten_up_to(label_tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"labels must have the params' structure {treedef}: {e}") from None
+    missing = sorted({repr(label) for label in flat_labels if label not in groups})
+    if missing:
+        raise ValueError(f"labels {', '.join(missing)} have no entry in groups {list(groups)}")
+    group_list = [
+        {
+            **dict(options),
+            "params": treedef.unflatten(
+                [leaf if lab == label else None for leaf, lab in zip(leaves, flat_labels)]
+            ),
+        }
+        for label, options in groups.items()
+    ]
+    return Labelled((group_list, treedef, flat_labels, list(groups)))
+
+
+def _is_group_list(params: Any) -> bool:
+    return (
+        isinstance(params, (list, tuple))
+        and len(params) > 0
+        and all(isinstance(g, dict) for g in params)
+        and any("params" in g for g in params)
+    )
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _Required()
+
+
+class RemovableHandle:
+    """Returned by the hook registrations; ``remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: OrderedDict, key: int):
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+class StateView(Mapping):
+    """torch's ``optimizer.state``: per-parameter dicts such as ``{'step', 'exp_avg', ...}``.
+
+    Keyed by the parameter's index (its position in ``state_dict()['param_groups']``), or by the
+    parameter array itself (``opt.state[opt.params['w']]``).
+    """
+
+    def __init__(self, optimizer: "Optimizer"):
+        self._entries = optimizer._per_param_state()
+        self._leaves = [leaf for tree in optimizer._group_params() for leaf in _leaves(tree)]
+
+    def __getitem__(self, key: Any) -> dict:
+        if not isinstance(key, (int, np.integer)):
+            for index, leaf in enumerate(self._leaves):
+                if leaf is key:
+                    return self._entries[index]
+            raise KeyError("this array is not one of the optimizer's current parameters")
+        return self._entries[int(key)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _leaves(tree: PyTree) -> list:
+    return jax.tree.leaves(tree)
+
+
+class Optimizer:
+    """Base of the torch-style optimisers (``SGD``, ``Adam``, ...).
+
+    Subclasses set ``transform`` to a pure factory whose argument names are the group
+    hyperparameters (``optim_jax.sgd`` for ``SGD``), and may list in ``static_zeros`` the
+    hyperparameters whose value 0 removes state.
+
+    Args:
+      params: a pytree (one group); a list of dicts, each with ``'params'`` (a pytree) and
+        options overriding ``defaults`` (torch's per-parameter options); or :func:`labelled`.
+      defaults: default hyperparameters of every group.
+    """
+
+    transform: Callable[..., Any] | None = None
+    static_zeros: tuple[str, ...] = ()
+
+    def __init__(self, params: Any, defaults: dict[str, Any]):
+        if self.transform is None:
+            raise TypeError(
+                f"{type(self).__name__} sets no `transform`: subclass Optimizer with a pure "
+                "transform factory, or use SGD, Adam, AdamW, ..."
+            )
+        self.defaults = dict(defaults)
+        self._transform_args = tuple(inspect.signature(type(self).transform).parameters)
+        self._build(self.defaults)
+        self.param_groups: list[dict[str, Any]] = []
+        self._states: list[Any] = []
+        self._structures: list[Any] = []
+        self._grad: list | None = None
+        self._compiled: dict[Any, Callable] = {}
+        self._step_pre_hooks: OrderedDict = OrderedDict()
+        self._step_post_hooks: OrderedDict = OrderedDict()
+        self._labels = None
+        if isinstance(params, Labelled):
+            groups, *self._labels = params
+            self._layout = "labelled"
+        elif _is_group_list(params):
+            groups, self._layout = list(params), "groups"
+        else:
+            groups, self._layout = [{"params": params}], "tree"
+        if not groups or not any(_leaves(g.get("params")) for g in groups):
+            raise ValueError("optimizer got an empty parameter list")
+        for group in groups:
+            self._add_group(group)
+
+    # -- groups and hyperparameters -------------------------------------------------------
+
+    def _options(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: group[name] for name in self._transform_args if name in group}
+
+    def _build(self, options: Mapping[str, Any]):
+        """The group's pure transform from Python values, validating them (torch's messages)."""
+        return type(self).transform(**self._options(options))
+
+    def _structure(self, group: Mapping[str, Any]) -> tuple:
+        """What of a group's options shapes the program: statics, numeric layout, zeros."""
+        statics, numeric = [], []
+        for name, value in self._options(group).items():
+            if name in self.static_zeros and _is_numeric(value) and np.all(np.asarray(value) == 0):
+                statics.append((name, 0.0))
+            elif _is_numeric(value):
+                numeric.append((name, len(value) if isinstance(value, (tuple, list)) else None))
+            else:
+                statics.append((name, value))
+        return tuple(statics), tuple(numeric)
+
+    def _hyperparams(self, group: Mapping[str, Any], structure: tuple) -> list[float]:
+        values = []
+        for name, size in structure[1]:
+            values.extend(group[name] if size is not None else [group[name]])
+        return values
+
+    def _transform_for(self, structure: tuple, vector: jax.Array, offset: int):
+        statics, numeric = structure
+        options = dict(statics)
+        for name, size in numeric:
+            if size is None:
+                options[name], offset = vector[offset], offset + 1
+            else:
+                options[name], offset = tuple(vector[offset : offset + size]), offset + size
+        return type(self).transform(**options), offset
+
+    def _init_state(self, group: Mapping[str, Any], structure: tuple):
+        vector = jnp.asarray(self._hyperparams(group, structure), numerics.scalar_dtype())
+        tx, _ = self._transform_for(structure, vector, 0)
+        return tx.init(group["params"])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a group (torch's ``add_param_group``); its state starts empty."""
+        if self._layout == "labelled":
+            raise ValueError(
+                "add_param_group is not available when params are labelled(); build the "
+                "optimizer with all groups in labelled(..., groups={...})"
+            )
+        if self._layout == "tree":
+            self._layout = "groups"
+        self._add_group(param_group)
+
+    def _add_group(self, param_group: dict[str, Any]) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError(
+                f"param group must have a 'params' key; got keys {sorted(param_group)}"
+            )
+        group = dict(param_group)
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(
+                    "parameter group didn't specify a value of required optimization "
+                    f"parameter {name}"
+                )
+            group.setdefault(name, default)
+        new_ids = {id(leaf) for leaf in _leaves(group["params"])}
+        if any(id(leaf) in new_ids for g in self.param_groups for leaf in _leaves(g["params"])):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self._build(group)
+        group["params"] = jax.tree.map(jnp.asarray, group["params"])
+        structure = self._structure(group)
+        state = self._init_state(group, structure)
+        self.param_groups.append(group)
+        self._states.append(state)
+        self._structures.append(structure)
+        if self._grad is not None:
+            self._grad.append(None)
+
+    # -- parameters and gradients in the user's layout ------------------------------------
+
+    def _group_params(self) -> list:
+        return [g["params"] for g in self.param_groups]
+
+    def _assemble(self, trees: list) -> PyTree:
+        if self._layout == "tree":
+            return trees[0]
+        if self._layout == "groups":
+            return list(trees)
+        treedef, flat_labels, order = self._labels
+        flat = [treedef.flatten_up_to(t) for t in trees]
+        return treedef.unflatten(
+            [flat[order.index(lab)][i] for i, lab in enumerate(flat_labels)]
+        )
+
+    def _disassemble(self, tree: PyTree, what: str) -> list:
+        """The user's layout split into group trees, checking the structure matches params."""
+        if self._layout == "groups":
+            if not isinstance(tree, (list, tuple)) or len(tree) != len(self.param_groups):
+                raise ValueError(
+                    f"{what} must be a list of {len(self.param_groups)} group trees like "
+                    f"opt.params, got {type(tree).__name__}"
+                )
+            trees = list(tree)
+        elif self._layout == "tree":
+            trees = [tree]
+        else:
+            treedef, flat_labels, order = self._labels
+            leaves = self._checked_leaves(tree, treedef, what)
+            trees = [
+                treedef.unflatten([x if lab == label else None for x, lab in zip(leaves, flat_labels)])
+                for label in order
+            ]
+        for index, (t, params) in enumerate(zip(trees, self._group_params())):
+            where = f"{what} of group {index}" if self._layout == "groups" else what
+            self._checked_leaves(t, jax.tree.structure(params), where)
+        return trees
+
+    @staticmethod
+    def _checked_leaves(tree: PyTree, treedef: Any, what: str) -> list:
+        try:
+            return treedef.flatten_up_to(tree)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{what} has structure {jax.tree.structure(tree)}, but the params have "
+                f"{treedef}"
+            ) from None
+
+    @property
+    def params(self) -> PyTree:
+        """The current parameters in the layout given to the constructor."""
+        return self._assemble(self._group_params())
+
+    @property
+    def grad(self) -> PyTree | None:
+        """The accumulated gradient (``None`` after ``zero_grad``), in the params' layout."""
+        if self._grad is None or any(g is None for g in self._grad):
+            return None
+        return self._assemble(self._grad)
+
+    @grad.setter
+    def grad(self, value: PyTree | None) -> None:
+        self._grad = None if value is None else [
+            jax.tree.map(jnp.asarray, t) for t in self._disassemble(value, "grad")
+        ]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clears the gradient: ``None`` (torch's default) or zeros."""
+        if set_to_none:
+            self._grad = None
+        else:
+            self._grad = [jax.tree.map(jnp.zeros_like, p) for p in self._group_params()]
+
+    # -- compiled programs ----------------------------------------------------------------
+
+    def _prepare(self) -> tuple[tuple, jax.Array]:
+        """Current structures (migrating state whose structure changed) and the hp vector."""
+        structures, values = [], []
+        for index, group in enumerate(self.param_groups):
+            structure = self._structure(group)
+            if structure != self._structures[index]:
+                self._build(group)
+                self._states[index] = self._migrate(index, group, structure)
+                self._structures[index] = structure
+            structures.append(structure)
+            values.extend(self._hyperparams(group, structure))
+        return tuple(structures), np.asarray(values, numerics.scalar_dtype())
+
+    def _migrate(self, index: int, group: dict, structure: tuple):
+        """A state for a new structure keeping the old state's fields of the same name."""
+        treedef = jax.tree.structure(group["params"])
+        old = dict(collect_fields(self._states[index], treedef))
+        fresh = self._init_state(group, structure)
+        kept = [old.get(name, value) for name, value in collect_fields(fresh, treedef)]
+        return replace_fields(fresh, treedef, kept)
+
+    def _update_groups(self, structures, vector, group_params, group_grads, states):
+        """Traced: every group's update, with shape checks that run once per compilation."""
+        offset, new_params, new_states = 0, [], []
+        for index, (structure, params, grads, state) in enumerate(
+            zip(structures, group_params, group_grads, states)
+        ):
+            for path, p, g in _paired_leaves(params, grads):
+                if jnp.shape(p) != jnp.shape(g):
+                    raise ValueError(
+                        f"gradient of group {index} at {jax.tree_util.keystr(path)} has shape "
+                        f"{jnp.shape(g)}, the parameter has {jnp.shape(p)}"
+                    )
+            tx, offset = self._transform_for(structure, vector, offset)
+            updates, state = tx.update(grads, state, params)
+            new_params.append(apply_updates(params, updates))
+            new_states.append(state)
+        return new_params, new_states
+
+    def _compile(self, key: Any, fn: Callable, donate: tuple[int, ...]) -> Callable:
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = jax.jit(fn, donate_argnums=donate)
+        return compiled
+
+    def _loss_and_grad(self, rebuild, group_params, arrays):
+        fn, args, kwargs = rebuild(arrays)
+
+        def loss(trees):
+            value = fn(self._assemble(trees), *args, **kwargs)
+            if jnp.ndim(value) != 0:
+                raise ValueError(
+                    f"the closure must return a scalar loss, got an array of shape "
+                    f"{jnp.shape(value)}"
+                )
+            return value
+
+        return jax.value_and_grad(loss)(group_params)
+
+    # -- the torch API ----------------------------------------------------------------------
+
+    def backward(self, loss_fn: Callable, *args: Any, **kwargs: Any) -> jax.Array:
+        """Evaluates ``loss_fn(params, *args, **kwargs)`` and adds its gradient into ``grad``.
+
+        One compiled call; like torch's ``loss.backward()``, gradients accumulate across calls
+        until ``zero_grad()``. Returns the loss.
+        """
+        key, arrays, rebuild = functionalize.split_call(loss_fn, args, kwargs)
+        accumulate = self._grad is not None and all(g is not None for g in self._grad)
+
+        def run(group_params, grad, arrays):
+            value, grads = self._loss_and_grad(rebuild, group_params, arrays)
+            if accumulate:
+                grads = jax.tree.map(jnp.add, grad, grads)
+            return value, grads
+
+        compiled = self._compile(("backward", key, accumulate), run, (1,) if accumulate else ())
+        value, self._grad = compiled(
+            self._group_params(), self._grad if accumulate else None, arrays
+        )
+        return value
+
+    def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any) -> jax.Array | None:
+        """One optimisation step.
+
+        ``step()`` applies the update for ``grad``. ``step(closure, *args, **kwargs)``
+        differentiates ``closure(params, *args, **kwargs)`` (a scalar loss) and applies the
+        update in the same compiled call; ``grad`` is then ``None``. Returns the loss (or
+        ``None`` without a closure).
+        """
+        for hook in list(self._step_pre_hooks.values()):
+            result = hook(self, (closure, *args), kwargs)
+            if result is not None:
+                (closure, *args), kwargs = result
+        loss = self._step(closure, args, kwargs)
+        for hook in list(self._step_post_hooks.values()):
+            hook(self, (closure, *args), kwargs)
+        return loss
+
+    def _step(self, closure, args, kwargs):
+        structures, vector = self._prepare()
+        if closure is None:
+            if self.grad is None:
+                raise RuntimeError(
+                    "step() needs a gradient: call opt.backward(loss_fn, ...) or assign "
+                    "opt.grad first, or pass a closure: opt.step(closure)"
+                )
+
+            def apply(group_params, states, vector, grads):
+                return self._update_groups(structures, vector, group_params, grads, states)
+
+            compiled = self._compile(("apply", structures), apply, (0, 1))
+            new_params, self._states = compiled(
+                self._group_params(), self._states, vector, self._grad
+            )
+            loss = None
+        else:
+            key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
+
+            def fused(group_params, states, vector, arrays):
+                value, grads = self._loss_and_grad(rebuild, group_params, arrays)
+                params, states = self._update_groups(
+                    structures, vector, group_params, grads, states
+                )
+                return value, params, states
+
+            compiled = self._compile(("closure", structures, key), fused, (0, 1))
+            loss, new_params, self._states = compiled(
+                self._group_params(), self._states, vector, arrays
+            )
+            self._grad = None
+        for group, params in zip(self.param_groups, new_params):
+            group["params"] = params
+        return loss
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` before each step; may return new (args, kwargs)."""
+        key = id(hook) ^ len(self._step_pre_hooks)
+        self._step_pre_hooks[key] = hook
+        return RemovableHandle(self._step_pre_hooks, key)
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` after each step."""
+        key = id(hook) ^ len(self._step_post_hooks)
+        self._step_post_hooks[key] = hook
+        return RemovableHandle(self._step_post_hooks, key)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _per_param_state(self) -> dict[int, dict[str, jax.Array]]:
+        entries, index = {}, 0
+        for params, state in zip(self._group_params(), self._states):
+            treedef = jax.tree.structure(params)
+            fields = collect_fields(state, treedef)
+            for i in range(treedef.num_leaves):
+                entry = {name: _field_leaf(value, treedef, i) for name, value in fields}
+                if entry:
+                    entries[index + i] = entry
+            index += treedef.num_leaves
+        return entries
+
+    @property
+    def state(self) -> StateView:
+        """Per-parameter state with torch's names, e.g. ``opt.state[0]['exp_avg']``."""
+        return StateView(self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [...]}]}``.
+
+        Arrays are copies: the dict stays valid after later (donating) steps.
+        """
+        state = {
+            index: {name: jnp.array(value, copy=True) for name, value in entry.items()}
+            for index, entry in self._per_param_state().items()
+        }
+        groups, index = [], 0
+        for group in self.param_groups:
+            n = len(_leaves(group["params"]))
+            groups.append(
+                {**{k: v for k, v in group.items() if k != "params"},
+                 "params": list(range(index, index + n))}
+            )
+            index += n
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores ``state_dict()``'s output; validates everything before changing anything.
+
+        Raises:
+          ValueError: naming what differs (group count, parameter count, state names, shapes,
+            dtypes); the optimizer is then left as it was.
+        """
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups' keys")
+        saved_groups = _listed(state_dict["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer "
+                f"has {len(self.param_groups)}"
+            )
+        saved_state = {int(k): v for k, v in dict(state_dict["state"]).items()}
+        groups, states, structures = [], [], []
+        for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            indices = [int(i) for i in _listed(saved.get("params", []))]
+            treedef = jax.tree.structure(group["params"])
+            if len(indices) != treedef.num_leaves:
+                raise ValueError(
+                    f"loaded state dict's group {g} has {len(indices)} parameters, the "
+                    f"optimizer's group {g} has {treedef.num_leaves}"
+                )
+            new_group = {**group, **_restore_options(saved, group)}
+            self._build(new_group)
+            structure = self._structure(new_group)
+            template = self._init_state(new_group, structure)
+            values = [
+                _gather_field(name, value, treedef, indices, saved_state)
+                for name, value in collect_fields(template, treedef)
+            ]
+            expected = {name for name, _ in collect_fields(template, treedef)}
+            for i in indices:
+                extra = set(saved_state.get(i, {})) - expected
+                if extra:
+                    raise ValueError(
+                        f"loaded state for parameter {i} has unexpected entries {sorted(extra)}; "
+                        f"expected {sorted(expected)}"
+                    )
+            groups.append(new_group)
+            states.append(replace_fields(template, treedef, values))
+            structures.append(structure)
+        self.param_groups, self._states, self._structures = groups, states, structures
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
+        return "\n".join(lines + [")"])
+
+
+def _paired_leaves(params, grads):
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    grads_flat = jax.tree.structure(params).flatten_up_to(grads)
+    return [(path, p, g) for (path, p), g in zip(flat, grads_flat)]
+
+
+def _field_leaf(value, treedef, i):
+    """Parameter ``i``'s entry of a state field: its leaf, or the field itself if scalar."""
+    if jax.tree.structure(value) == treedef:
+        return jax.tree.leaves(value)[i]
+    return value
+
+
+def _listed(value) -> list:
+    """A list saved by msgpack may come back as a dict keyed '0', '1', ..."""
+    if isinstance(value, Mapping):
+        return [value[k] for k in sorted(value, key=int)]
+    return list(value)
+
+
+def _restore_options(saved: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
+    options = {}
+    for name, value in saved.items():
+        if name == "params":
+            continue
+        current = group.get(name)
+        if isinstance(current, tuple) and not isinstance(value, tuple):
+            value = tuple(_listed(value))
+        elif isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        options[name] = value
+    return options
+
+
+def _gather_field(name, template, treedef, indices, saved_state):
+    """A state field rebuilt from the saved per-parameter entries, checked against template."""
+    per_param = jax.tree.structure(template) == treedef
+    leaves = jax.tree.leaves(template) if per_param else [template] * len(indices)
+    values = []
+    for i, expected in zip(indices, leaves):
+        entry = saved_state.get(i, {})
+        if name not in entry:
+            raise ValueError(f"loaded state for parameter {i} has no '{name}'")
+        value = jnp.asarray(entry[name])
+        if value.shape != expected.shape:
+            raise ValueError(
+                f"loaded '{name}' for parameter {i} has shape {value.shape}, expected "
+                f"{expected.shape}"
+            )
+        if value.dtype != expected.dtype:
+            if per_param:
+                raise ValueError(
+                    f"loaded '{name}' for parameter {i} has dtype {value.dtype}, expected "
+                    f"{expected.dtype}"
+                )
+            value = value.astype(expected.dtype)
+        values.append(value)
+    if per_param:
+        return treedef.unflatten(values)
+    if any(not np.array_equal(values[0], v) for v in values[1:]):
+        raise ValueError(
+            f"loaded '{name}' differs between parameters of one group; optim_jax keeps one "
+            "value per group"
+        )
+    return values[0]

@@ -1,0 +1,56 @@
+"""Reading and replacing a pure state's fields by name, for torch's per-parameter state view.
+
+A state is a nest of NamedTuples (and tuples, dicts). A *field* is a NamedTuple entry that is
+either a tree with the params' structure (``exp_avg``: one entry per parameter) or a scalar
+array (``step``: shared by the group's parameters). Field names are torch's state names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def _is_field(value: Any, treedef: Any) -> bool:
+    if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0:
+        return True
+    return jax.tree.structure(value) == treedef
+
+
+def _walk(state: Any, treedef: Any, fn: Callable[[str, Any], Any]) -> Any:
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(
+            *(
+                value if value is None
+                else fn(name, value) if _is_field(value, treedef)
+                else _walk(value, treedef, fn)
+                for name, value in zip(state._fields, state)
+            )
+        )
+    if isinstance(state, (tuple, list)):
+        return type(state)(_walk(v, treedef, fn) for v in state)
+    if isinstance(state, dict):
+        return {k: _walk(v, treedef, fn) for k, v in state.items()}
+    return state
+
+
+def collect_fields(state: Any, treedef: Any) -> list[tuple[str, Any]]:
+    """``(name, value)`` of every field, in a fixed walk order."""
+    fields: list[tuple[str, Any]] = []
+
+    def record(name, value):
+        if any(name == seen for seen, _ in fields):
+            raise ValueError(f"two state fields are named {name!r}; names must be unique")
+        fields.append((name, value))
+        return value
+
+    _walk(state, treedef, record)
+    return fields
+
+
+def replace_fields(state: Any, treedef: Any, values: list) -> Any:
+    """``state`` with its fields, in :func:`collect_fields` order, replaced by ``values``."""
+    remaining = iter(values)
+    return _walk(state, treedef, lambda name, value: next(remaining))
