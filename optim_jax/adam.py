@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_jax.combine import chain
@@ -64,36 +62,8 @@ def adam(
 class Adam(Optimizer):
     """torch.optim.Adam over JAX pytrees: ``Adam(params, lr=1e-3, betas=(0.9, 0.999), ...)``.
 
-    Arguments as :func:`adam`; ``params`` as :class:`optim_jax.Optimizer` takes them.
-    ``foreach``, ``capturable``, ``differentiable`` and ``fused`` are accepted for drop-in
-    compatibility and ignored. State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and,
-    with AMSGrad, ``max_exp_avg_sq``.
+    Arguments as :func:`adam`; ``params`` as :class:`optim_jax.Optimizer` takes them. State per
+    parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with AMSGrad, ``max_exp_avg_sq``.
     """
 
     transform = staticmethod(adam)
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        amsgrad: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        decoupled_weight_decay: bool = False,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                maximize=maximize, foreach=foreach, capturable=capturable,
-                differentiable=differentiable, fused=fused,
-                decoupled_weight_decay=decoupled_weight_decay,
-            ),
-        )

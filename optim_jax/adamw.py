@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from optim_jax.adam import Adam, adam
+from optim_jax.adam import adam
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_jax.optimizer import Optimizer
 
 
 def adamw(
@@ -30,31 +29,10 @@ def adamw(
     )
 
 
-class AdamW(Adam):
+class AdamW(Optimizer):
     """torch.optim.AdamW over JAX pytrees: Adam with decoupled weight decay (default 1e-2).
 
-    Arguments as :func:`adamw`; ``foreach``, ``capturable``, ``differentiable`` and ``fused``
-    are accepted and ignored.
+    Arguments as :func:`adamw`; state as :class:`optim_jax.Adam`'s.
     """
 
     transform = staticmethod(adamw)
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-    ):
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
-            capturable=capturable, differentiable=differentiable, fused=fused,
-        )

@@ -83,6 +83,9 @@ def _is_group_list(params: Any) -> bool:
     )
 
 
+_IGNORED_TORCH_OPTIONS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+
+
 class _Required:
     def __repr__(self) -> str:
         return "<required parameter>"
@@ -146,6 +149,38 @@ class Optimizer:
 
     transform: Callable[..., Any] | None = None
     static_zeros: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Gives a subclass that sets ``transform`` torch's constructor, from its signature.
+
+        ``Adam(params, lr=1e-3, betas=(0.9, 0.999), ...)`` takes exactly :func:`adam`'s
+        arguments, in torch's order, plus torch's ``foreach``, ``fused``, ``capturable`` and
+        ``differentiable``, which are accepted for drop-in compatibility and ignored: every step
+        is one fused XLA program already.
+        """
+        super().__init_subclass__(**kwargs)
+        if "transform" not in cls.__dict__ or "__init__" in cls.__dict__:
+            return
+        signature = inspect.signature(cls.transform)
+        parameters = [
+            inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *signature.parameters.values(),
+            *(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+              for name, default in _IGNORED_TORCH_OPTIONS.items()),
+        ]
+        full = signature.replace(parameters=parameters, return_annotation=None)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            bound = full.bind(*args, **kwargs)
+            bound.apply_defaults()
+            options = dict(bound.arguments)
+            Optimizer.__init__(self, options.pop("params"), options)
+
+        __init__.__signature__ = full.replace(
+            parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY), *parameters]
+        )
+        __init__.__doc__ = cls.__doc__
+        cls.__init__ = __init__
 
     def __init__(self, params: Any, defaults: dict[str, Any]):
         if self.transform is None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_jax.combine import chain
@@ -55,34 +53,10 @@ def sgd(
 class SGD(Optimizer):
     """torch.optim.SGD over JAX pytrees: ``SGD(params, lr=1e-3, momentum=0, ...)``.
 
-    Arguments as :func:`sgd`; ``params`` as :class:`optim_jax.Optimizer` takes them.
-    ``foreach``, ``differentiable`` and ``fused`` are accepted for drop-in compatibility and
-    ignored: every step is one fused XLA program. State per parameter: ``momentum_buffer`` (and
-    ``step``, the number of momentum steps taken) when momentum is non-zero.
+    Arguments as :func:`sgd`; ``params`` as :class:`optim_jax.Optimizer` takes them. State per
+    parameter, when momentum is non-zero: ``momentum_buffer`` and ``step`` (momentum steps
+    taken; 0 means the buffer starts from the next gradient, as torch's ``None`` buffer does).
     """
 
     transform = staticmethod(sgd)
     static_zeros = ("momentum",)
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        differentiable: bool = False,
-        fused: bool | None = None,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                nesterov=nesterov, maximize=maximize, foreach=foreach,
-                differentiable=differentiable, fused=fused,
-            ),
-        )
