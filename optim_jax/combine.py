@@ -49,6 +49,23 @@ class PartitionState(NamedTuple):
 Labels = Any | Callable[[Params], Any]
 
 
+def label_leaves(labels: Labels, tree: Any) -> tuple[list, Any, list]:
+    """``(leaves, treedef, label of each leaf)`` for ``tree``.
+
+    ``labels`` is a pytree of labels with ``tree``'s structure or a prefix of it (a label on a
+    subtree labels all its leaves), or a function ``tree -> labels``.
+    """
+    label_tree = labels(tree) if callable(labels) else labels
+    leaves, treedef = jax.tree.flatten(tree)
+    try:
+        full = jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), label_tree, tree)
+        return leaves, treedef, treedef.flatten_up_to(full)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"labels must have the params' structure {treedef} or a prefix of it: {e}"
+        ) from None
+
+
 def partition(
     transforms: Mapping[Hashable, GradientTransformation], labels: Labels
 ) -> GradientTransformationExtraArgs:
@@ -56,8 +73,8 @@ def partition(
 
     Args:
       transforms: one transform per label.
-      labels: a pytree with the params' structure whose leaves are labels, or a function
-        ``params -> labels``.
+      labels: a pytree of labels with the params' structure, or a prefix of it (a label on a
+        subtree labels all its leaves), or a function ``params -> labels``.
 
     Returns:
       A transform whose inner transforms each see the params tree with the leaves of other labels
@@ -66,14 +83,7 @@ def partition(
     members = {label: with_extra_args_support(t) for label, t in transforms.items()}
 
     def split(tree):
-        label_tree = labels(tree) if callable(labels) else labels
-        leaves, treedef = jax.tree.flatten(tree)
-        try:
-            flat_labels = treedef.flatten_up_to(label_tree)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"partition: labels must have the params' structure {treedef}: {e}"
-            ) from None
+        leaves, treedef, flat_labels = label_leaves(labels, tree)
         unknown = set(flat_labels) - set(members)
         if unknown:
             names = lambda labels: ", ".join(sorted(map(repr, labels)))  # noqa: E731

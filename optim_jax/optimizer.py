@@ -31,6 +31,7 @@ import numpy as np
 
 from optim_jax import functionalize, numerics
 from optim_jax.base import PyTree, apply_updates
+from optim_jax.combine import label_leaves
 from optim_jax.hyperparams import _is_numeric
 from optim_jax.state_fields import collect_fields, replace_fields
 
@@ -44,8 +45,8 @@ def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]
 
     Args:
       params: the parameter pytree.
-      labels: a pytree of group labels with ``params``' structure, or a function
-        ``params -> labels`` (as :func:`optim_jax.partition` takes).
+      labels: group labels as :func:`optim_jax.partition` takes them: a pytree with ``params``'
+        structure or a prefix of it, or a function ``params -> labels``.
       groups: per-label options overriding the optimiser's defaults, in group order, e.g.
         ``{'base': {}, 'classifier': {'lr': 1e-3}}``. Every label used must be a key.
 
@@ -53,12 +54,7 @@ def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]
       A value to pass as an optimiser's ``params``; ``opt.param_groups[i]['params']`` is then the
       tree with other groups' leaves replaced by ``None``.
     """
-    label_tree = labels(params) if callable(labels) else labels
-    leaves, treedef = jax.tree.flatten(params)
-    try:
-        flat_labels = treedef.flatten_up_to(label_tree)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"labels must have the params' structure {treedef}: {e}") from None
+    leaves, treedef, flat_labels = label_leaves(labels, params)
     missing = sorted({repr(label) for label in flat_labels if label not in groups})
     if missing:
         raise ValueError(f"labels {', '.join(missing)} have no entry in groups {list(groups)}")

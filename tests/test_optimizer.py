@@ -257,7 +257,7 @@ def test_momentum_switched_on_later_starts_its_buffer_like_torch(torch_module):
 def test_labelled_groups_equal_list_groups():
     rng = np.random.default_rng(6)
     params = model(rng)
-    labels = {"base": {"w": "base", "b": "base"}, "classifier": {"w": "head", "b": "head"}}
+    labels = {"base": "base", "classifier": "head"}  # a prefix labels whole subtrees
     tree_opt = optim.SGD(optim.labelled(params, labels, {"base": {}, "head": {"lr": 1e-3}}),
                          lr=1e-2, momentum=0.9)
     list_opt = optim.SGD([{"params": params["base"]}, {"params": params["classifier"], "lr": 1e-3}],

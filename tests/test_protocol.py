@@ -123,6 +123,16 @@ def test_partition_rejects_unknown_label(problem):
         optim.partition({"a": optim.sgd()}, labels["layers"]).init(params)
 
 
+def test_partition_labels_may_be_a_prefix_of_the_params(problem):
+    params, grads = problem
+    prefix = {"scalar": "frozen", "vector": "frozen", "layers": "train"}
+    tx = optim.partition({"frozen": optim.sgd(lr=0.0), "train": optim.sgd(lr=1.0)}, prefix)
+    result, _ = run(tx, params, grads[:1])
+    chex.assert_trees_all_equal(result["vector"], params["vector"])
+    chex.assert_trees_all_close(
+        result["layers"], jax.tree.map(jnp.subtract, params["layers"], grads[0]["layers"]))
+
+
 def test_inject_hyperparams_equals_plain_transform(problem):
     params, grads = problem
     plain, _ = run(optim.adam(lr=0.05, betas=(0.8, 0.99), amsgrad=True), params, grads)
