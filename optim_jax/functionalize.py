@@ -12,12 +12,14 @@ the batch in as a constant. :func:`split_call` instead separates what the functi
 code, and the non-array values it captured: a static, hashable key) from the arrays it captured
 (cells, defaults, ``functools.partial`` arguments, and module globals its code reads). The
 compiled step takes those arrays as arguments and rebuilds an equivalent function around the
-traced values. Python numbers, strings and other objects stay part of the key: changing one
-compiles again, which is correct (it may decide shapes) but slow if it changes every step.
+traced values. Python numbers, strings, other objects and the functions a closure calls stay part
+of the key: changing one (redefining ``loss_fn``, say) compiles again, which is correct (it may
+decide shapes) but slow if it changes every step.
 """
 
 from __future__ import annotations
 
+import dis
 import functools
 import types
 from typing import Any, Callable
@@ -55,10 +57,15 @@ def _static(x: Any) -> Any:
     return (type(x), x)
 
 
+_LOADS = {"LOAD_GLOBAL", "LOAD_NAME"}
+_SCALARS = (int, float, complex, bool, str, bytes, type(None))
+_ARRAY = "array"
+
+
 @functools.lru_cache(maxsize=1024)
 def _global_names(code: types.CodeType) -> tuple[str, ...]:
-    """Names a code object (and the functions, lambdas, comprehensions inside it) may read."""
-    names = set(code.co_names)
+    """Global names a code object (and the lambdas, comprehensions inside it) loads."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _LOADS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names.update(_global_names(const))
@@ -67,6 +74,12 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
 
 def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
     """Static key and rebuild function for one captured value; its arrays go to ``arrays``."""
+    if is_array(value):
+        index = len(arrays)
+        arrays.append(value)
+        return _ARRAY, lambda traced: traced[index]
+    if type(value) in _SCALARS:
+        return (type(value), value), lambda traced: value
     if isinstance(value, (types.FunctionType, functools.partial)) and depth < _MAX_DEPTH:
         return _split(value, arrays, depth + 1)
     leaves, treedef = jax.tree.flatten(value)
@@ -111,35 +124,41 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
     if not isinstance(fn, types.FunctionType):
         return _static(fn), lambda t: fn
 
-    code = fn.__code__
-    cells = [_contents(c) for c in fn.__closure__ or ()]
-    cells_split = [_split_value(v, arrays, depth) for v in cells]
+    # The rebuild functions below hold the code and the static values only, never ``fn``: a
+    # compiled step cached under this key must not keep the first call's arrays alive.
+    code, name, module = fn.__code__, fn.__name__, fn.__globals__
+    cells_split = [_split_value(_contents(c), arrays, depth) for c in fn.__closure__ or ()]
     defaults_key, defaults = _split_value(fn.__defaults__, arrays, depth)
     kwdefaults_key, kwdefaults = _split_value(fn.__kwdefaults__, arrays, depth)
-    module = fn.__globals__
-    global_arrays = {}
-    for name in _global_names(code):
-        value = module.get(name)
-        if value is not None and not isinstance(value, types.ModuleType):
-            leaves = jax.tree.leaves(value)
-            if leaves and any(is_array(leaf) for leaf in leaves):
-                global_arrays[name] = _split_value(value, arrays, depth)
+    globals_key, traced_globals = [], {}
+    for global_name in _global_names(code):
+        value = module.get(global_name, _EMPTY)
+        if value is _EMPTY or isinstance(value, types.ModuleType):
+            continue  # builtins, modules
+        if callable(value) and not is_array(value):
+            globals_key.append((global_name, _static(value)))  # redefined -> compile again
+            continue
+        before = len(arrays)
+        value_key, value_rebuild = _split_value(value, arrays, depth)
+        globals_key.append((global_name, value_key))
+        if len(arrays) > before:
+            traced_globals[global_name] = value_rebuild
     key = (
         code,
         id(module),
         tuple(k for k, _ in cells_split),
         defaults_key,
         kwdefaults_key,
-        tuple((name, k) for name, (k, _) in global_arrays.items()),
+        tuple(globals_key),
     )
 
     def rebuild(traced):
         closure = tuple(_cell(r(traced)) for _, r in cells_split) or None
         namespace = module
-        if global_arrays:
+        if traced_globals:
             namespace = dict(module)
-            namespace.update({name: r(traced) for name, (_, r) in global_arrays.items()})
-        new = types.FunctionType(code, namespace, fn.__name__, defaults(traced), closure)
+            namespace.update({n: r(traced) for n, r in traced_globals.items()})
+        new = types.FunctionType(code, namespace, name, defaults(traced), closure)
         new.__kwdefaults__ = kwdefaults(traced)
         return new
 

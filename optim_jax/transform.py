@@ -185,9 +185,11 @@ def scale_by_adam(
         else:
             max_exp_avg_sq, second = None, exp_avg_sq
 
+        inverse_correction1 = 1 / correction1  # one scalar division, not one per element
+
         def ratio(m, v):
             denom = jnp.sqrt(v) / numerics.like(correction2_sqrt, v) + numerics.like(eps, v)
-            return (m / numerics.like(correction1, m)) / denom
+            return (m * numerics.like(inverse_correction1, m)) / denom
 
         updates = jax.tree.map(ratio, exp_avg, second)
         return updates, AdamState(step, exp_avg, exp_avg_sq, max_exp_avg_sq)

@@ -404,3 +404,38 @@ def test_mismatched_state_dict_raises_and_changes_nothing(trained, corrupt, mess
     with pytest.raises(ValueError, match=message):
         trained.load_state_dict(corrupt(trained.state_dict()))
     assert_unchanged(trained, before)
+
+
+def test_compiled_step_does_not_keep_the_first_batch_alive():
+    import gc
+    import weakref
+
+    opt = optim.SGD(jnp.zeros(3), lr=0.1)
+    first = jnp.ones(3)
+    ref = weakref.ref(first)
+    for batch in [first, jnp.full(3, 2.0)]:
+        opt.step(lambda p: jnp.sum(p * batch))
+    del first, batch
+    gc.collect()
+    assert ref() is None
+
+
+def test_only_globals_the_closure_loads_become_arguments():
+    from optim_jax import functionalize
+
+    namespace = {"T": jnp.ones(2), "w": jnp.ones((2, 2))}
+    exec("def closure(p):\n    return (p.T @ w).sum()\n", namespace)
+    _, arrays, _ = functionalize.split_call(namespace["closure"], (), {})
+    assert len(arrays) == 1 and arrays[0] is namespace["w"]
+
+
+def test_redefining_a_global_function_compiles_again():
+    namespace = {}
+    exec("import jax.numpy as jnp\n"
+         "def loss_fn(p):\n    return jnp.sum(p)\n"
+         "def closure(p):\n    return loss_fn(p)\n", namespace)
+    opt = optim.SGD(jnp.zeros(2), lr=0.1)
+    opt.step(namespace["closure"])
+    exec("def loss_fn(p):\n    return -2.0 * jnp.sum(p)\n", namespace)
+    opt.step(namespace["closure"])
+    np.testing.assert_allclose(opt.params, [0.1, 0.1])  # -0.1 then +0.2
