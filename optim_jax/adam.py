@@ -67,3 +67,4 @@ class Adam(Optimizer):
     """
 
     transform = staticmethod(adam)
+    static_zeros = ("weight_decay",)

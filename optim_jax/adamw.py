@@ -36,3 +36,4 @@ class AdamW(Optimizer):
     """
 
     transform = staticmethod(adamw)
+    static_zeros = ("weight_decay",)

@@ -65,7 +65,11 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     weight = like(weight, start)
     if value is not None:
         return start + weight * diff if abs(value) < 0.5 else end - diff * (1 - weight)
-    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
+    # Traced weight: pick torch's branch with scalar selects, one multiply-add per element.
+    # ``end + (-(1 - w)) * diff`` is bit-identical to ``end - diff * (1 - w)``.
+    small = jnp.abs(weight) < 0.5
+    base = jnp.where(small, start, end)
+    return base + jnp.where(small, weight, -(1 - weight)) * diff
 
 
 def zeros_like(leaf: jax.Array, dtype: Any = None) -> jax.Array:

@@ -5,9 +5,10 @@ and hyperparameters (and, for ``step(closure)``, evaluates the loss and its grad
 Executables are cached by what changes the program: the algorithm's boolean options, the tree
 structures, the closure's code and its non-array captures. Numeric hyperparameters travel as one
 float vector argument, so ``param_groups[i]['lr'] = x`` takes effect without recompiling. The
-exception is a hyperparameter that switches state on or off at zero (SGD's ``momentum``: torch
-keeps no momentum buffer at 0): crossing zero compiles once more, and the state gains or drops
-that buffer as torch's would.
+exception is a hyperparameter whose zero switches work or state off: ``momentum`` (torch keeps no
+momentum buffer at 0) and ``weight_decay`` (at 0 the step does not read the parameters into the
+gradient, which saves a pass over them). Crossing zero compiles once more (both programs stay
+cached), and the state gains or drops the momentum buffer as torch's would.
 
 Hyperparameters reach the program as arrays of the widest enabled float: float32 unless
 ``jax_enable_x64`` is on. ``1 - beta`` then carries beta's float32 rounding (for beta2 = 0.999, a
@@ -135,7 +136,7 @@ class Optimizer:
 
     Subclasses set ``transform`` to a pure factory whose argument names are the group
     hyperparameters (``optim_jax.sgd`` for ``SGD``), and may list in ``static_zeros`` the
-    hyperparameters whose value 0 removes state.
+    hyperparameters whose value 0 removes a block of the chain (and its state or reads).
 
     Args:
       params: a pytree (one group); a list of dicts, each with ``'params'`` (a pytree) and
@@ -186,7 +187,7 @@ class Optimizer:
             )
         self.defaults = dict(defaults)
         self._transform_args = tuple(inspect.signature(type(self).transform).parameters)
-        self._build(self.defaults)
+        self._build({k: v for k, v in self.defaults.items() if v is not required})
         self.param_groups: list[dict[str, Any]] = []
         self._states: list[Any] = []
         self._structures: list[Any] = []

@@ -59,4 +59,4 @@ class SGD(Optimizer):
     """
 
     transform = staticmethod(sgd)
-    static_zeros = ("momentum",)
+    static_zeros = ("momentum", "weight_decay")

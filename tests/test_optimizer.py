@@ -163,11 +163,17 @@ def test_hyperparameter_changes_do_not_recompile_but_a_new_shape_does():
     traces, make = counted_closure_factory()
     batch = jax.tree.map(jnp.asarray, model(rng))
     opt.step(make(batch))
-    for lr, wd, betas in [(1e-2, 0.0, (0.8, 0.9)), (3e-4, 0.2, (0.5, 0.999)), (0.0, 1.0, (0.0, 0.0))]:
+    for lr, wd, betas in [(1e-2, 0.5, (0.8, 0.9)), (3e-4, 0.2, (0.5, 0.999)), (0.0, 1.0, (0.0, 0.0))]:
         g = opt.param_groups[0]
         g["lr"], g["weight_decay"], g["betas"], g["eps"] = lr, wd, betas, 1e-6
         opt.step(make(batch))
     assert traces.n == 1
+    # weight_decay 0 leaves the params out of the gradient: crossing zero compiles once, and
+    # both programs stay cached.
+    for wd in (0.0, 0.3, 0.0, 0.1):
+        opt.param_groups[0]["weight_decay"] = wd
+        opt.step(make(batch))
+    assert traces.n == 2
 
     def shaped_loss(p, x):  # a new batch shape: exactly one more compile
         traces()
@@ -175,7 +181,7 @@ def test_hyperparameter_changes_do_not_recompile_but_a_new_shape_does():
 
     for n in (4, 4, 8, 8, 8):
         opt.step(shaped_loss, jnp.ones((n, 3)))
-    assert traces.n == 3
+    assert traces.n == 4
 
 
 def test_closure_over_module_globals_reads_the_new_batch():
@@ -439,3 +445,29 @@ def test_redefining_a_global_function_compiles_again():
     exec("def loss_fn(p):\n    return -2.0 * jnp.sum(p)\n", namespace)
     opt.step(namespace["closure"])
     np.testing.assert_allclose(opt.params, [0.1, 0.1])  # -0.1 then +0.2
+
+
+def test_a_changed_python_value_in_the_closure_compiles_again_and_is_used():
+    opt = optim.SGD(jnp.zeros(2), lr=1.0)
+    traces = TraceCounter()
+    for scale in (1.0, 1.0, 3.0):
+        def closure(p):
+            traces()
+            return jnp.sum(p) * scale
+        opt.step(closure)
+    np.testing.assert_allclose(opt.params, [-5.0, -5.0])
+    assert traces.n == 2
+
+
+def test_custom_optimizer_with_a_required_default():
+    class Plain(optim.Optimizer):
+        transform = staticmethod(optim.sgd)
+
+        def __init__(self, params, lr=optim.required):
+            super().__init__(params, {"lr": lr})
+
+    with pytest.raises(ValueError, match="didn't specify a value of required optimization parameter lr"):
+        Plain([{"params": jnp.ones(2)}])
+    opt = Plain([{"params": jnp.ones(2), "lr": 0.5}])
+    opt.step(lambda p: jnp.sum(p[0]))
+    np.testing.assert_allclose(opt.params[0], [0.5, 0.5])

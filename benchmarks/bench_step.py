@@ -1,0 +1,382 @@
+"""Step-time benchmark: optim_jax vs optax vs torch.optim, against a memory-bandwidth roof.
+
+Times one Adam step and one SGD-momentum step (momentum=0.9) on float32 parameters: one leaf of
+1M, 10M and 50M elements, and many-leaf trees (1000 leaves x 1k, 200 leaves x 50k). Each
+implementation runs as a training loop would: every step's outputs feed the next step.
+
+* optim_jax and optax: ``update`` + ``apply_updates`` under ``jax.jit`` with params and state
+  donated; each step is blocked on (``block_until_ready``) before the clock stops.
+* torch.optim: ``Adam`` / ``SGD`` with ``foreach=False``, ``foreach=True`` and ``fused=True``
+  (a row is skipped, with a note, where torch refuses the flavour on CPU).
+
+Reported: median ms per step after warm-up (and the fastest step, a hint of noise), effective
+GB/s (Adam moves 28 bytes per parameter: reads p, g, m, v and writes p, m, v; SGD-momentum moves
+20: reads p, g, b and writes p, b), and time ratios to the roof and to optax (1.00 = as fast,
+2.00 = twice as slow). The roof is a jitted ``a + s * b`` with ``a`` donated, timed on one flat
+array of the case's total size; its GB/s, applied to the algorithm's bytes, gives the roof time.
+Many-leaf cases also time the same kernel leaf by leaf, and every case a jit "round trip"
+(optim_jax's step inputs and outputs, donated, no arithmetic): together they separate per-leaf
+overhead from the optimisers' arithmetic. The report says how much CPU other processes took
+during the run: on a shared machine they distort the timings, torch's OpenMP threads most of all.
+
+Run::
+
+    python benchmarks/bench_step.py                     # full run, a few minutes on 2 cores
+    python benchmarks/bench_step.py --quick             # small sizes, few repeats (smoke test)
+    python benchmarks/bench_step.py --markdown out.md   # also write the report to out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+import optim_jax
+
+LR = 1e-3
+MOMENTUM = 0.9
+WARMUP = 3
+BYTES_PER_PARAM = {"adam": 28, "sgd": 20}
+ROOF_BYTES_PER_ELEMENT = 12  # a + s * b: reads a and b, writes a
+ROUND_TRIP = "jit round trip only"
+TORCH_FLAVOURS = {
+    "foreach=False": {"foreach": False},
+    "foreach=True": {"foreach": True},
+    "fused=True": {"fused": True},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A parameter tree of ``leaves`` float32 leaves of ``size`` elements, timed ``repeats``x."""
+
+    name: str
+    leaves: int
+    size: int
+    repeats: int
+
+    @property
+    def numel(self) -> int:
+        return self.leaves * self.size
+
+
+FULL_CASES = (
+    Case("1 leaf x 1M", 1, 1_000_000, 200),
+    Case("1 leaf x 10M", 1, 10_000_000, 50),
+    Case("1 leaf x 50M", 1, 50_000_000, 15),
+    Case("1000 leaves x 1k", 1000, 1_000, 200),
+    Case("200 leaves x 50k", 200, 50_000, 50),
+)
+QUICK_CASES = (
+    Case("1 leaf x 100k", 1, 100_000, 3),
+    Case("20 leaves x 1k", 20, 1_000, 3),
+)
+
+
+class Timing(NamedTuple):
+    """Median and fastest of the timed steps, in ms."""
+
+    median: float
+    best: float
+
+
+@dataclass
+class Row:
+    """One line of the report; ``timing`` is None for a skipped implementation."""
+
+    case: str
+    algo: str
+    impl: str
+    timing: Timing | None
+    gbps: float | None = None
+    x_roof: float | None = None
+    x_optax: float | None = None
+    note: str = ""
+
+    @property
+    def ms(self) -> float | None:
+        return None if self.timing is None else self.timing.median
+
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``; 0 elsewhere)."""
+    if not os.path.exists("/proc/stat"):
+        return 0.0
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:9]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process has used."""
+    return sum(os.times()[:2])
+
+
+def time_steps(step: Callable[[], None], repeats: int) -> Timing:
+    """Wall time of ``step`` over ``repeats`` calls, after ``WARMUP`` calls."""
+    for _ in range(WARMUP):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return Timing(1e3 * statistics.median(times), 1e3 * min(times))
+
+
+def host_tree(case: Case, seed: int) -> list[np.ndarray]:
+    """``case.leaves`` random float32 numpy arrays of ``case.size`` elements."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(case.size, dtype=np.float32) for _ in range(case.leaves)]
+
+
+def time_jit_loop(fn: Callable, params: Any, state: Any, grads: Any, repeats: int) -> Timing:
+    """Times ``fn(params, state, grads) -> (params, state)`` jitted with params and state
+    donated, each step's outputs fed to the next."""
+    step = jax.jit(fn, donate_argnums=(0, 1))
+    carry = [params, state]
+
+    def one_step() -> None:
+        carry[:] = step(carry[0], carry[1], grads)
+        jax.block_until_ready(carry)
+
+    return time_steps(one_step, repeats)
+
+
+def time_jax_step(tx: Any, apply: Callable, params: list, grads: list, repeats: int) -> Timing:
+    """Times a training-loop step: ``tx.update`` then ``apply``."""
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return apply(p, updates), s
+
+    return time_jit_loop(step, params, tx.init(params), grads, repeats)
+
+
+def time_round_trip(tx: Any, params: list, grads: list, repeats: int) -> Timing:
+    """Times a jitted call with the step's inputs and outputs and no arithmetic."""
+    return time_jit_loop(lambda p, s, g: (p, s), params, tx.init(params), grads, repeats)
+
+
+def jax_transforms(algo: str) -> dict[str, tuple[Any, Callable]]:
+    """The JAX implementations of ``algo``: name -> (transform, apply_updates)."""
+    if algo == "adam":
+        return {
+            "optim_jax": (optim_jax.adam(lr=LR), optim_jax.apply_updates),
+            "optax": (optax.adam(LR), optax.apply_updates),
+        }
+    return {
+        "optim_jax": (optim_jax.sgd(LR, momentum=MOMENTUM), optim_jax.apply_updates),
+        "optax": (optax.sgd(LR, momentum=MOMENTUM), optax.apply_updates),
+    }
+
+
+def torch_optimizer(algo: str, params: list[torch.Tensor], flavour: dict) -> torch.optim.Optimizer:
+    """torch's ``Adam`` or ``SGD(momentum=0.9)`` over ``params`` with a foreach/fused flavour."""
+    if algo == "adam":
+        return torch.optim.Adam(params, lr=LR, **flavour)
+    return torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, **flavour)
+
+
+def time_torch_step(
+    algo: str, flavour: dict, host_params: list[np.ndarray], host_grads: list[np.ndarray],
+    repeats: int,
+) -> Timing:
+    """Times ``optimizer.step()``; raises if torch refuses the flavour."""
+    params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in host_params]
+    for p, g in zip(params, host_grads):
+        p.grad = torch.from_numpy(g)
+    optimizer = torch_optimizer(algo, params, flavour)
+    with torch.no_grad():
+        return time_steps(optimizer.step, repeats)
+
+
+def time_roof(leaves: list, repeats: int) -> Timing:
+    """Times a jitted, donated ``a + s * b`` over every leaf of ``leaves``."""
+    step = jax.jit(lambda a, b: [x + 1e-3 * y for x, y in zip(a, b)], donate_argnums=0)
+    carry = [[jnp.array(x) for x in leaves]]
+    others = [jnp.array(x) for x in leaves]
+
+    def one_step() -> None:
+        carry[0] = step(carry[0], others)
+        jax.block_until_ready(carry[0])
+
+    return time_steps(one_step, repeats)
+
+
+def roof_rows(case: Case, host_grads: list[np.ndarray]) -> tuple[float, list[Row]]:
+    """The flat roof's GB/s and its rows (plus the per-leaf kernel for many-leaf cases)."""
+    nbytes = ROOF_BYTES_PER_ELEMENT * case.numel
+    flat = time_roof([np.concatenate(host_grads)], case.repeats)
+    rows = [Row(case.name, "a+s*b", "roof (1 flat array)", flat, nbytes / flat.median / 1e6, 1.0)]
+    if case.leaves > 1:
+        leaf = time_roof(host_grads, case.repeats)
+        ratio = leaf.median / flat.median
+        gbps = nbytes / leaf.median / 1e6
+        rows.append(Row(case.name, "a+s*b", "same, leaf by leaf", leaf, gbps, ratio))
+    return rows[0].gbps, rows
+
+
+def algo_rows(
+    case: Case, algo: str, host_params: list[np.ndarray], host_grads: list[np.ndarray]
+) -> list[Row]:
+    """Rows for every implementation of ``algo`` on ``case``, without the ratio columns."""
+    rows = []
+    grads = [jnp.array(g) for g in host_grads]
+    for impl, (tx, apply) in jax_transforms(algo).items():
+        params = [jnp.array(p) for p in host_params]
+        timing = time_jax_step(tx, apply, params, grads, case.repeats)
+        rows.append(Row(case.name, algo, impl, timing))
+        del params
+        gc.collect()
+    tx = jax_transforms(algo)["optim_jax"][0]
+    params = [jnp.array(p) for p in host_params]
+    timing = time_round_trip(tx, params, grads, case.repeats)
+    rows.append(Row(case.name, algo, ROUND_TRIP, timing, note="optim_jax's step I/O, no math"))
+    del grads, params
+    gc.collect()
+    for name, flavour in TORCH_FLAVOURS.items():
+        impl = f"torch {name}"
+        try:
+            timing = time_torch_step(algo, flavour, host_params, host_grads, case.repeats)
+            rows.append(Row(case.name, algo, impl, timing))
+        except (RuntimeError, ValueError, NotImplementedError) as e:
+            rows.append(Row(case.name, algo, impl, None, note=f"skipped: {str(e)[:60]}"))
+        gc.collect()
+    return rows
+
+
+def add_ratios(rows: list[Row], case: Case, algo: str, roof_gbps: float) -> None:
+    """Fills GB/s, x roof and x optax into ``rows`` (all of one case and algorithm)."""
+    nbytes = BYTES_PER_PARAM[algo] * case.numel
+    roof_time = nbytes / roof_gbps / 1e6
+    optax_ms = next(r.ms for r in rows if r.impl == "optax")
+    for row in rows:
+        if row.ms is not None:
+            row.gbps = None if row.impl == ROUND_TRIP else nbytes / row.ms / 1e6
+            row.x_roof = row.ms / roof_time
+            row.x_optax = row.ms / optax_ms
+
+
+def run_case(case: Case) -> list[Row]:
+    """Every row of ``case``: the roofs, then Adam and SGD-momentum for each implementation."""
+    host_params, host_grads = host_tree(case, 0), host_tree(case, 1)
+    roof_gbps, rows = roof_rows(case, host_grads)
+    for algo in BYTES_PER_PARAM:
+        algo_block = algo_rows(case, algo, host_params, host_grads)
+        add_ratios(algo_block, case, algo, roof_gbps)
+        rows += algo_block
+    return rows
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, or a dash when missing."""
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        "| case | algo | impl | ms/step | min ms | GB/s | x roof | x optax | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        best = None if r.timing is None else r.timing.best
+        lines.append(
+            f"| {r.case} | {r.algo} | {r.impl} | {fmt(r.ms, '.3f')} | {fmt(best, '.3f')} "
+            f"| {fmt(r.gbps, '.1f')} "
+            f"| {fmt(r.x_roof, '.2f')} | {fmt(r.x_optax, '.2f')} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row]) -> str:
+    """Per case and algorithm: optim_jax's time over optax's and over the best torch flavour."""
+    lines = [
+        "| case | algo | optim_jax / optax | optim_jax / best torch | best torch |",
+        "|---|---|---:|---:|---|",
+    ]
+    blocks = dict.fromkeys((r.case, r.algo) for r in rows if r.algo in BYTES_PER_PARAM)
+    for case, algo in blocks:
+        block = {r.impl: r.ms for r in rows if (r.case, r.algo) == (case, algo) and r.ms}
+        best = min((impl for impl in block if impl.startswith("torch")), key=block.get)
+        lines.append(
+            f"| {case} | {algo} | {block['optim_jax'] / block['optax']:.2f} "
+            f"| {block['optim_jax'] / block[best]:.2f} | {best} |"
+        )
+    return "\n".join(lines)
+
+
+def header(threads: int) -> str:
+    """Versions and machine facts the numbers depend on."""
+    return "\n".join([
+        "# optimiser step benchmark",
+        "",
+        f"- jax {jax.__version__} ({jax.default_backend()}), optax {optax.__version__}, "
+        f"torch {torch.__version__}, optim_jax {optim_jax.__version__}, "
+        f"python {platform.python_version()}",
+        f"- {cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
+        f"torch.set_num_threads({threads}); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+        f"- median of timed steps after {WARMUP} warm-up steps; float32; lr={LR}, "
+        f"SGD momentum={MOMENTUM}",
+        "- bytes per parameter: Adam 28, SGD-momentum 20; roof: jitted donated a + s*b "
+        "(12 bytes/element) on one flat array of the case's size",
+        "- x roof, x optax: time ratios (1.00 = as fast, 2.00 = twice as slow)",
+    ])
+
+
+def contention(start_wall: float, start_busy: float, start_own: float) -> str:
+    """A report line: the CPU time other processes took since the start of the run."""
+    wall = time.perf_counter() - start_wall
+    others = busy_cpu_seconds() - start_busy - (own_cpu_seconds() - start_own)
+    return (
+        f"- other processes used {max(others, 0.0):.1f} CPU-s during this {wall:.0f} s run "
+        f"({max(others, 0.0) / wall:.2f} cores on average; near 0 means uncontended timings)"
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Runs the benchmark, prints the report and returns it."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
+    args = parser.parse_args(argv)
+    threads = cpu_count()
+    torch.set_num_threads(threads)
+    start = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
+    print(header(threads), flush=True)
+    rows = []
+    for case in QUICK_CASES if args.quick else FULL_CASES:
+        rows += run_case(case)
+        print(f"  done: {case.name}", flush=True)
+    body = f"{contention(*start)}\n\n{table(rows)}\n\n{summary(rows)}"
+    report = f"{header(threads)}\n{body}\n"
+    print(body)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
