@@ -5,7 +5,8 @@ Times one Adam step and one SGD-momentum step (momentum=0.9) on float32 paramete
 implementation runs as a training loop would: every step's outputs feed the next step.
 
 * optim_jax and optax: ``update`` + ``apply_updates`` under ``jax.jit`` with params and state
-  donated; each step is blocked on (``block_until_ready``) before the clock stops.
+  donated; each step is blocked on (``block_until_ready``) before the clock stops. The two take
+  turns step by step, so machine noise cannot favour either.
 * torch.optim: ``Adam`` / ``SGD`` with ``foreach=False``, ``foreach=True`` and ``fused=True``
   (a row is skipped, with a note, where torch refuses the flavour on CPU).
 
@@ -132,16 +133,29 @@ def own_cpu_seconds() -> float:
     return sum(os.times()[:2])
 
 
+def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, Timing]:
+    """Wall time of each step function over ``repeats`` calls, after ``WARMUP`` calls.
+
+    The functions take turns call by call, so a slow spell of the machine lands on all of them
+    alike; their ratios are then far steadier than those of back-to-back blocks.
+    """
+    for step in steps.values():
+        for _ in range(WARMUP):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: Timing(1e3 * statistics.median(t), 1e3 * min(t)) for name, t in times.items()
+    }
+
+
 def time_steps(step: Callable[[], None], repeats: int) -> Timing:
     """Wall time of ``step`` over ``repeats`` calls, after ``WARMUP`` calls."""
-    for _ in range(WARMUP):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return Timing(1e3 * statistics.median(times), 1e3 * min(times))
+    return time_interleaved({"step": step}, repeats)["step"]
 
 
 def host_tree(case: Case, seed: int) -> list[np.ndarray]:
@@ -150,9 +164,9 @@ def host_tree(case: Case, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(case.size, dtype=np.float32) for _ in range(case.leaves)]
 
 
-def time_jit_loop(fn: Callable, params: Any, state: Any, grads: Any, repeats: int) -> Timing:
-    """Times ``fn(params, state, grads) -> (params, state)`` jitted with params and state
-    donated, each step's outputs fed to the next."""
+def jit_loop(fn: Callable, params: Any, state: Any, grads: Any) -> Callable[[], None]:
+    """One training-loop step of ``fn(params, state, grads) -> (params, state)``, jitted with
+    params and state donated, each step's outputs fed to the next."""
     step = jax.jit(fn, donate_argnums=(0, 1))
     carry = [params, state]
 
@@ -160,22 +174,22 @@ def time_jit_loop(fn: Callable, params: Any, state: Any, grads: Any, repeats: in
         carry[:] = step(carry[0], carry[1], grads)
         jax.block_until_ready(carry)
 
-    return time_steps(one_step, repeats)
+    return one_step
 
 
-def time_jax_step(tx: Any, apply: Callable, params: list, grads: list, repeats: int) -> Timing:
-    """Times a training-loop step: ``tx.update`` then ``apply``."""
+def jax_step(tx: Any, apply: Callable, params: list, grads: list) -> Callable[[], None]:
+    """A training-loop step: ``tx.update`` then ``apply``."""
 
     def step(p, s, g):
         updates, s = tx.update(g, s, p)
         return apply(p, updates), s
 
-    return time_jit_loop(step, params, tx.init(params), grads, repeats)
+    return jit_loop(step, params, tx.init(params), grads)
 
 
 def time_round_trip(tx: Any, params: list, grads: list, repeats: int) -> Timing:
     """Times a jitted call with the step's inputs and outputs and no arithmetic."""
-    return time_jit_loop(lambda p, s, g: (p, s), params, tx.init(params), grads, repeats)
+    return time_steps(jit_loop(lambda p, s, g: (p, s), params, tx.init(params), grads), repeats)
 
 
 def jax_transforms(algo: str) -> dict[str, tuple[Any, Callable]]:
@@ -241,14 +255,15 @@ def algo_rows(
     case: Case, algo: str, host_params: list[np.ndarray], host_grads: list[np.ndarray]
 ) -> list[Row]:
     """Rows for every implementation of ``algo`` on ``case``, without the ratio columns."""
-    rows = []
     grads = [jnp.array(g) for g in host_grads]
-    for impl, (tx, apply) in jax_transforms(algo).items():
-        params = [jnp.array(p) for p in host_params]
-        timing = time_jax_step(tx, apply, params, grads, case.repeats)
-        rows.append(Row(case.name, algo, impl, timing))
-        del params
-        gc.collect()
+    steps = {
+        impl: jax_step(tx, apply, [jnp.array(p) for p in host_params], grads)
+        for impl, (tx, apply) in jax_transforms(algo).items()
+    }
+    timings = time_interleaved(steps, case.repeats)
+    rows = [Row(case.name, algo, impl, timing) for impl, timing in timings.items()]
+    del steps
+    gc.collect()
     tx = jax_transforms(algo)["optim_jax"][0]
     params = [jnp.array(p) for p in host_params]
     timing = time_round_trip(tx, params, grads, case.repeats)

@@ -229,17 +229,25 @@ IMPLEMENTATIONS: dict[str, Callable[[Weights, Batches], Step]] = {
 # -- timing and report ------------------------------------------------------------------------
 
 
-def time_steps(step: Step, steps: int) -> tuple[list[float], float]:
-    """Milliseconds of each of ``steps`` timed steps after ``WARMUP`` untimed ones, last loss."""
+def time_round_robin(steps: dict[str, Step], count: int) -> dict[str, tuple[list[float], float]]:
+    """Milliseconds of ``count`` timed steps of each implementation, and its last loss.
+
+    The implementations take turns step by step, so a slow spell of the machine (another
+    process, frequency scaling) lands on all of them alike instead of on one block of steps.
+    """
     for i in range(WARMUP):
-        step(i)
+        for step in steps.values():
+            step(i)
     gc.collect()
-    times = []
-    for i in range(WARMUP, WARMUP + steps):
-        start = time.perf_counter()
-        loss = step(i)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times, float(loss)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    losses: dict[str, float] = {}
+    for i in range(WARMUP, WARMUP + count):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            loss = step(i)
+            times[name].append((time.perf_counter() - start) * 1e3)
+            losses[name] = loss
+    return {name: (times[name], float(losses[name])) for name in steps}
 
 
 def header() -> str:
@@ -258,7 +266,7 @@ def report(results: dict[str, tuple[list[float], float]], steps: int) -> str:
         header(),
         "",
         f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, Adam lr={LR}; "
-        f"{steps} timed steps after {WARMUP} warm-up steps.",
+        f"{steps} timed steps each after {WARMUP} warm-up steps; (a)-(c) take turns step by step.",
         "",
         "| implementation | ms/step (median) | p10 | p90 | vs (a) | loss after last step |",
         "|---|---:|---:|---:|---:|---:|",
@@ -282,9 +290,12 @@ def main() -> None:
     steps = 20 if args.quick else args.steps
     torch.set_num_threads(os.cpu_count() or 1)
     weights, batches = make_problem()
-    results = {
-        name: time_steps(make(weights, batches), steps) for name, make in IMPLEMENTATIONS.items()
-    }
+    steps_by_name = {name: make(weights, batches) for name, make in IMPLEMENTATIONS.items()}
+    # torch's OpenMP workers keep spinning after a step and would slow whichever JAX step ran
+    # next: the JAX implementations take turns among themselves, torch is timed on its own.
+    torch_names = [name for name in steps_by_name if "torch" in name]
+    results = time_round_robin({n: s for n, s in steps_by_name.items() if n not in torch_names}, steps)
+    results.update(time_round_robin({n: steps_by_name[n] for n in torch_names}, steps))
     table = report(results, steps)
     print(table)
     if args.markdown:
