@@ -16,6 +16,7 @@ from optim_jax.base import (
 )
 from optim_jax.combine import PartitionState, chain, partition
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
+from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
 from optim_jax.optimizer import Optimizer, labelled, required
 from optim_jax.sgd import SGD, sgd
 from optim_jax.transform import (
@@ -34,6 +35,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam",
     "AdamW",
+    "LBFGS",
+    "LBFGSState",
     "Optimizer",
     "SGD",
     "labelled",
@@ -53,6 +56,8 @@ __all__ = [
     "chain",
     "identity",
     "inject_hyperparams",
+    "lbfgs",
+    "lbfgs_step",
     "negate",
     "partition",
     "scale_by_adam",

@@ -136,7 +136,9 @@ class Optimizer:
 
     Subclasses set ``transform`` to a pure factory whose argument names are the group
     hyperparameters (``optim_jax.sgd`` for ``SGD``), and may list in ``static_zeros`` the
-    hyperparameters whose value 0 removes a block of the chain (and its state or reads).
+    hyperparameters whose value 0 removes a block of the chain (and its state or reads), in
+    ``static_args`` numeric ones that shape the program (sizes, iteration counts), and set
+    ``max_groups``.
 
     Args:
       params: a pytree (one group); a list of dicts, each with ``'params'`` (a pytree) and
@@ -146,6 +148,8 @@ class Optimizer:
 
     transform: Callable[..., Any] | None = None
     static_zeros: tuple[str, ...] = ()
+    static_args: tuple[str, ...] = ()
+    max_groups: int | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Gives a subclass that sets ``transform`` torch's constructor, from its signature.
@@ -222,7 +226,9 @@ class Optimizer:
         """What of a group's options shapes the program: statics, numeric layout, zeros."""
         statics, numeric = [], []
         for name, value in self._options(group).items():
-            if name in self.static_zeros and _is_numeric(value) and np.all(np.asarray(value) == 0):
+            if name in self.static_args:
+                statics.append((name, value))
+            elif name in self.static_zeros and _is_numeric(value) and np.all(np.asarray(value) == 0):
                 statics.append((name, 0.0))
             elif _is_numeric(value):
                 numeric.append((name, len(value) if isinstance(value, (tuple, list)) else None))
@@ -236,7 +242,8 @@ class Optimizer:
             values.extend(group[name] if size is not None else [group[name]])
         return values
 
-    def _transform_for(self, structure: tuple, vector: jax.Array, offset: int):
+    def _options_for(self, structure: tuple, vector: jax.Array, offset: int):
+        """A group's options with numeric values read from ``vector`` at ``offset``."""
         statics, numeric = structure
         options = dict(statics)
         for name, size in numeric:
@@ -244,6 +251,10 @@ class Optimizer:
                 options[name], offset = vector[offset], offset + 1
             else:
                 options[name], offset = tuple(vector[offset : offset + size]), offset + size
+        return options, offset
+
+    def _transform_for(self, structure: tuple, vector: jax.Array, offset: int):
+        options, offset = self._options_for(structure, vector, offset)
         return type(self).transform(**options), offset
 
     def _init_state(self, group: Mapping[str, Any], structure: tuple):
@@ -265,6 +276,10 @@ class Optimizer:
     def _add_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if self.max_groups is not None and len(self.param_groups) >= self.max_groups:
+            raise ValueError(
+                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
+            )
         if "params" not in param_group:
             raise ValueError(
                 f"param group must have a 'params' key; got keys {sorted(param_group)}"
@@ -534,6 +549,7 @@ class Optimizer:
             fields = collect_fields(state, treedef)
             for i in range(treedef.num_leaves):
                 entry = {name: _field_leaf(value, treedef, i) for name, value in fields}
+                entry = {name: value for name, value in entry.items() if value is not None}
                 if entry:
                     entries[index + i] = entry
             index += treedef.num_leaves
@@ -625,10 +641,15 @@ def _paired_leaves(params, grads):
 
 
 def _field_leaf(value, treedef, i):
-    """Parameter ``i``'s entry of a state field: its leaf, or the field itself if scalar."""
+    """Parameter ``i``'s entry of a state field, or ``None`` if it has none.
+
+    A field shaped like the params gives each parameter its leaf; a scalar (``step``) is
+    repeated for every parameter, as torch keeps one per parameter; any other array (L-BFGS's
+    history over the flattened params) belongs to the group's first parameter, as in torch.
+    """
     if jax.tree.structure(value) == treedef:
         return jax.tree.leaves(value)[i]
-    return value
+    return value if np.ndim(value) == 0 or i == 0 else None
 
 
 def _listed(value) -> list:
@@ -655,6 +676,8 @@ def _restore_options(saved: Mapping[str, Any], group: Mapping[str, Any]) -> dict
 def _gather_field(name, template, treedef, indices, saved_state):
     """A state field rebuilt from the saved per-parameter entries, checked against template."""
     per_param = jax.tree.structure(template) == treedef
+    if not per_param and np.ndim(template) > 0:
+        indices = indices[:1]  # kept under the group's first parameter
     leaves = jax.tree.leaves(template) if per_param else [template] * len(indices)
     values = []
     for i, expected in zip(indices, leaves):

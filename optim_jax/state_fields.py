@@ -1,8 +1,8 @@
 """Reading and replacing a pure state's fields by name, for torch's per-parameter state view.
 
 A state is a nest of NamedTuples (and tuples, dicts). A *field* is a NamedTuple entry that is
-either a tree with the params' structure (``exp_avg``: one entry per parameter) or a scalar
-array (``step``: shared by the group's parameters). Field names are torch's state names.
+either a tree with the params' structure (``exp_avg``: one entry per parameter) or an array
+(``step``, or L-BFGS's history: shared by the group). Field names are torch's state names.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import numpy as np
 
 
 def _is_field(value: Any, treedef: Any) -> bool:
-    if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0:
-        return True
-    return jax.tree.structure(value) == treedef
+    return isinstance(value, (jax.Array, np.ndarray)) or jax.tree.structure(value) == treedef
 
 
 def _walk(state: Any, treedef: Any, fn: Callable[[str, Any], Any]) -> Any:

@@ -1,0 +1,495 @@
+"""L-BFGS with torch.optim.LBFGS's exact iterates, run entirely inside XLA.
+
+torch's algorithm (after minFunc): the two-loop recursion over the last ``history_size``
+curvature pairs, its first step ``min(1, 1/|g|_1) * lr``, its rule that skips pairs with
+``y.s <= 1e-10``, its stopping tests and its strong-Wolfe line search (cubic interpolation,
+``c1=1e-4``, ``c2=0.9``, at most ``max_eval`` evaluations per step). Parameters are flattened into
+one vector; the history lives in fixed-size ring buffers; every loop is a ``lax.while_loop``, so a
+whole ``step`` (all evaluations of the objective and its gradient, the line search, the history
+updates) is one compiled call, and it works under ``jax.vmap`` (many problems solved at once).
+
+Beyond torch: a non-finite loss or gradient stops the step without taking the move that produced
+it, and ``state.nonfinite`` says so (torch would carry NaNs into the parameters).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from optim_jax import functionalize, validation
+from optim_jax.base import GradientTransformationExtraArgs, Params
+from optim_jax.optimizer import Optimizer
+
+_C1, _C2 = 1e-4, 0.9  # strong-Wolfe constants, as torch
+_LINE_SEARCH_TOLERANCE = 1e-9  # torch's line search ignores the optimiser's tolerance_change
+
+
+class LBFGSState(NamedTuple):
+    """torch's LBFGS state; the history is a ring buffer of ``history_size`` rows.
+
+    ``old_dirs``/``old_stps``/``ro`` hold the ``num_old`` most recent pairs ``(y, s, 1/y.s)``,
+    the oldest at row ``head``. ``t`` and ``d`` are the last step length and direction,
+    ``prev_flat_grad``/``prev_loss`` the gradient and loss where they were taken. ``n_iter`` and
+    ``func_evals`` count iterations and evaluations over all steps.
+    """
+
+    d: jax.Array
+    t: jax.Array
+    old_dirs: jax.Array
+    old_stps: jax.Array
+    ro: jax.Array
+    num_old: jax.Array
+    head: jax.Array
+    H_diag: jax.Array
+    prev_flat_grad: jax.Array
+    prev_loss: jax.Array
+    n_iter: jax.Array
+    func_evals: jax.Array
+    nonfinite: jax.Array
+
+
+class Options(NamedTuple):
+    lr: Any
+    max_iter: int
+    max_eval: int
+    tolerance_grad: Any
+    tolerance_change: Any
+    history_size: int
+    line_search_fn: str | None
+
+
+def _options(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+             line_search_fn) -> Options:
+    validation.check_lr(lr)
+    if line_search_fn not in (None, "strong_wolfe"):
+        raise ValueError(f"only 'strong_wolfe' is supported, got line_search_fn={line_search_fn!r}")
+    for name, value in (("max_iter", max_iter), ("history_size", history_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid {name}: {value} (a positive int)")
+    max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
+    return Options(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+                   line_search_fn)
+
+
+def init_state(x: jax.Array, history_size: int) -> LBFGSState:
+    """The empty state for a flat parameter vector ``x``."""
+    # Every field its own buffer: the stateful class donates the state, and a buffer cannot be
+    # donated twice.
+    zero = lambda: jnp.zeros([], x.dtype)  # noqa: E731
+    int0 = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
+    return LBFGSState(
+        d=jnp.zeros_like(x), t=zero(),
+        old_dirs=jnp.zeros((history_size,) + x.shape, x.dtype),
+        old_stps=jnp.zeros((history_size,) + x.shape, x.dtype),
+        ro=jnp.zeros((history_size,), x.dtype), num_old=int0(), head=int0(),
+        H_diag=jnp.ones([], x.dtype), prev_flat_grad=jnp.zeros_like(x), prev_loss=zero(),
+        n_iter=int0(), func_evals=int0(), nonfinite=jnp.zeros([], bool),
+    )
+
+
+def _py_max(a, b):
+    """Python's ``max(a, b)``: ``b`` only if ``b > a`` (so NaN and ties behave as in torch)."""
+    return jnp.where(b > a, b, a)
+
+
+def _py_min(a, b):
+    return jnp.where(b < a, b, a)
+
+
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    """Minimiser of the cubic through two points with slopes, clamped to ``bounds``."""
+    if bounds is None:
+        bounds = (jnp.where(x1 <= x2, x1, x2), jnp.where(x1 <= x2, x2, x1))
+    xmin, xmax = bounds
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1**2 - g1 * g2
+    d2 = jnp.sqrt(jnp.maximum(d2_square, 0))
+    min_pos = jnp.where(
+        x1 <= x2,
+        x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
+        x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
+    )
+    return jnp.where(d2_square >= 0, _py_min(_py_max(min_pos, xmin), xmax), (xmin + xmax) / 2.0)
+
+
+def _nonfinite(f, g):
+    return ~jnp.isfinite(f) | ~jnp.all(jnp.isfinite(g))
+
+
+class _Bracketing(NamedTuple):
+    t: Any
+    t_prev: Any
+    f_prev: Any
+    g_prev: Any
+    gtd_prev: Any
+    f_new: Any
+    g_new: Any
+    gtd_new: Any
+    ls_iter: Any
+    evals: Any
+    outcome: Any  # 0 searching, 1 bracketed, 2 strong-Wolfe point found
+
+
+class _Zoom(NamedTuple):
+    bracket: Any
+    bracket_f: Any
+    bracket_g: Any
+    bracket_gtd: Any
+    low: Any
+    insuf_progress: Any
+    done: Any
+    ls_iter: Any
+    evals: Any
+
+
+def _strong_wolfe(evaluate, x, t, d, f, g, gtd, max_ls):
+    """torch's ``_strong_wolfe``: returns ``(f_new, g_new, t, evaluations)``."""
+    d_norm = jnp.max(jnp.abs(d))
+
+    def at(step):
+        f_new, g_new = evaluate(x + step * d)
+        return f_new, g_new, g_new @ d
+
+    f_new, g_new, gtd_new = at(t)
+    zero = jnp.zeros_like(t)
+    count = lambda n: jnp.asarray(n, jnp.int32)  # noqa: E731  (loop carries keep one type)
+    search = _Bracketing(t, zero, f, g, gtd, f_new, g_new, gtd_new, count(0), count(1), count(0))
+
+    def bracketing(s: _Bracketing) -> _Bracketing:
+        too_high = (s.f_new > f + _C1 * s.t * gtd) | ((s.ls_iter > 1) & (s.f_new >= s.f_prev))
+        wolfe = jnp.abs(s.gtd_new) <= -_C2 * gtd
+        outcome = count(
+            jnp.where(too_high, 1, jnp.where(wolfe, 2, jnp.where(s.gtd_new >= 0, 1, 0)))
+        )
+
+        def extrapolate(s):
+            t = _cubic_interpolate(s.t_prev, s.f_prev, s.gtd_prev, s.t, s.f_new, s.gtd_new,
+                                   bounds=(s.t + 0.01 * (s.t - s.t_prev), s.t * 10))
+            f_new, g_new, gtd_new = at(t)
+            return _Bracketing(t, s.t, s.f_new, s.g_new, s.gtd_new, f_new, g_new, gtd_new,
+                               s.ls_iter + 1, s.evals + 1, count(0))
+
+        return jax.lax.cond(outcome == 0, extrapolate, lambda s: s._replace(outcome=outcome), s)
+
+    s = jax.lax.while_loop(lambda s: (s.ls_iter < max_ls) & (s.outcome == 0), bracketing, search)
+    exhausted = s.outcome == 0  # torch: ``ls_iter == max_ls``, bracket [0, t]
+    single = s.outcome == 2
+    lo_t = jnp.where(exhausted, zero, jnp.where(single, s.t, s.t_prev))
+    lo_f = jnp.where(exhausted, f, jnp.where(single, s.f_new, s.f_prev))
+    lo_g = jnp.where(exhausted, g, jnp.where(single, s.g_new, s.g_prev))
+    zoom = _Zoom(
+        bracket=jnp.stack([lo_t, s.t]),
+        bracket_f=jnp.stack([lo_f, s.f_new]),
+        bracket_g=jnp.stack([lo_g, s.g_new]),
+        bracket_gtd=jnp.stack([jnp.where(single, s.gtd_new, s.gtd_prev), s.gtd_new]),
+        low=count(jnp.where(lo_f <= s.f_new, 0, 1)),
+        insuf_progress=jnp.zeros([], bool),
+        done=single,
+        ls_iter=s.ls_iter,
+        evals=s.evals,
+    )
+
+    def zooming(z: _Zoom) -> _Zoom:
+        high = 1 - z.low
+        b0, b1 = z.bracket[0], z.bracket[1]
+        top, bottom = _py_max(b0, b1), _py_min(b0, b1)
+        t = _cubic_interpolate(b0, z.bracket_f[0], z.bracket_gtd[0], b1, z.bracket_f[1],
+                               z.bracket_gtd[1])
+        eps = 0.1 * (top - bottom)
+        near_edge = _py_min(top - t, t - bottom) < eps
+        move = near_edge & (z.insuf_progress | (t >= top) | (t <= bottom))
+        t = jnp.where(
+            move, jnp.where(jnp.abs(t - top) < jnp.abs(t - bottom), top - eps, bottom + eps), t
+        )
+        insuf_progress = near_edge & ~move
+        f_new, g_new, gtd_new = at(t)
+        point = (t, f_new, g_new, gtd_new)
+        arrays = (z.bracket, z.bracket_f, z.bracket_g, z.bracket_gtd)
+
+        def put(index, values):
+            return tuple(a.at[index].set(v) for a, v in zip(arrays, values))
+
+        worse = (f_new > f + _C1 * t * gtd) | (f_new >= z.bracket_f[z.low])
+        wolfe = jnp.abs(gtd_new) <= -_C2 * gtd
+        flip = gtd_new * (z.bracket[high] - z.bracket[z.low]) >= 0
+
+        def replace_high(_):
+            b, bf, bg, bgtd = put(high, point)
+            return b, bf, bg, bgtd, count(jnp.where(bf[0] <= bf[1], 0, 1)), jnp.zeros([], bool)
+
+        def replace_low(_):
+            low_values = tuple(a[z.low] for a in arrays)
+            shifted = jax.lax.cond(~wolfe & flip, lambda: put(high, low_values), lambda: arrays)
+            b, bf, bg, bgtd = (a.at[z.low].set(v) for a, v in zip(shifted, point))
+            return b, bf, bg, bgtd, z.low, wolfe
+
+        b, bf, bg, bgtd, low, done = jax.lax.cond(worse, replace_high, replace_low, None)
+        return _Zoom(b, bf, bg, bgtd, low, insuf_progress, done, z.ls_iter + 1, z.evals + 1)
+
+    def zoom_continues(z: _Zoom):
+        narrow = jnp.abs(z.bracket[1] - z.bracket[0]) * d_norm < _LINE_SEARCH_TOLERANCE
+        return ~z.done & (z.ls_iter < max_ls) & ~narrow
+
+    z = jax.lax.while_loop(zoom_continues, zooming, zoom)
+    return z.bracket_f[z.low], z.bracket_g[z.low], z.bracket[z.low], z.evals
+
+
+def _direction(state: LBFGSState, flat_grad: jax.Array, history_size: int) -> LBFGSState:
+    """New search direction ``d`` (two-loop recursion) after recording the last curvature pair."""
+
+    def first(state):
+        return state._replace(d=-flat_grad, num_old=jnp.zeros_like(state.num_old),
+                              head=jnp.zeros_like(state.head), H_diag=jnp.ones_like(state.H_diag))
+
+    def later(state):
+        y = flat_grad - state.prev_flat_grad
+        s = state.d * state.t
+        ys = y @ s
+
+        def record(state):
+            full = state.num_old == history_size
+            row = (state.head + jnp.where(full, 0, state.num_old)) % history_size
+            return state._replace(
+                old_dirs=state.old_dirs.at[row].set(y),
+                old_stps=state.old_stps.at[row].set(s),
+                ro=state.ro.at[row].set(1.0 / ys),
+                num_old=jnp.where(full, state.num_old, state.num_old + 1),
+                head=jnp.where(full, (state.head + 1) % history_size, state.head),
+                H_diag=ys / (y @ y),
+            )
+
+        state = jax.lax.cond(ys > 1e-10, record, lambda s: s, state)
+        rows = lambda i: (state.head + i) % history_size  # noqa: E731  (logical -> ring row)
+
+        def backward(k, carry):
+            q, al = carry
+            i = state.num_old - 1 - k
+            al_i = (state.old_stps[rows(i)] @ q) * state.ro[rows(i)]
+            return q + (-al_i) * state.old_dirs[rows(i)], al.at[i].set(al_i)
+
+        q, al = jax.lax.fori_loop(0, state.num_old, backward,
+                                  (-flat_grad, jnp.zeros_like(state.ro)))
+
+        def forward(i, r):
+            be_i = (state.old_dirs[rows(i)] @ r) * state.ro[rows(i)]
+            return r + (al[i] - be_i) * state.old_stps[rows(i)]
+
+        d = jax.lax.fori_loop(0, state.num_old, forward, q * state.H_diag)
+        return state._replace(d=d)
+
+    return jax.lax.cond(state.n_iter == 1, first, later, state)
+
+
+class _Iterate(NamedTuple):
+    x: Any
+    loss: Any
+    flat_grad: Any
+    state: LBFGSState
+    n_iter: Any
+    current_evals: Any
+    stop: Any
+
+
+def _iteration(evaluate: Callable, options: Options) -> Callable[[_Iterate], _Iterate]:
+    """One pass of the body of torch's ``while n_iter < max_iter`` loop."""
+    lr, tolerance_change = options.lr, options.tolerance_change
+
+    def body(it: _Iterate) -> _Iterate:
+        n_iter = it.n_iter + 1
+        state = it.state._replace(n_iter=it.state.n_iter + 1)
+        state = _direction(state, it.flat_grad, options.history_size)
+        d, g = state.d, it.flat_grad
+        first_t = jnp.where(1.0 / jnp.sum(jnp.abs(g)) < 1.0, 1.0 / jnp.sum(jnp.abs(g)), 1.0) * lr
+        t = jnp.where(state.n_iter == 1, first_t, lr).astype(g.dtype)
+        state = state._replace(prev_flat_grad=g, prev_loss=it.loss, t=t)
+        gtd = g @ d
+        ascent = gtd > -tolerance_change
+
+        def move(_):
+            if options.line_search_fn == "strong_wolfe":
+                loss, flat_grad, step, evals = _strong_wolfe(
+                    evaluate, it.x, t, d, it.loss, g, gtd, options.max_eval - it.current_evals
+                )
+            else:
+                step = t
+                loss, flat_grad = jax.lax.cond(
+                    n_iter != options.max_iter,
+                    lambda: evaluate(it.x + t * d),
+                    lambda: (it.loss, g),
+                )
+                evals = jnp.where(n_iter != options.max_iter, 1, 0).astype(jnp.int32)
+            return loss, flat_grad, step, evals
+
+        loss, flat_grad, step, evals = jax.lax.cond(
+            ascent, lambda _: (it.loss, g, t, jnp.zeros([], jnp.int32)), move, None
+        )
+        bad = ~ascent & _nonfinite(loss, flat_grad)
+        x = jnp.where(ascent | bad, it.x, it.x + step * d)
+        loss, flat_grad = jnp.where(bad, it.loss, loss), jnp.where(bad, g, flat_grad)
+        current_evals = it.current_evals + evals
+        state = state._replace(t=step, func_evals=state.func_evals + evals,
+                               nonfinite=state.nonfinite | bad)
+        stop = (
+            ascent | bad | (n_iter == options.max_iter) | (current_evals >= options.max_eval)
+            | (jnp.max(jnp.abs(flat_grad)) <= options.tolerance_grad)
+            | (jnp.max(jnp.abs(d * step)) <= tolerance_change)
+            | (jnp.abs(loss - it.loss) < tolerance_change)
+        )
+        return _Iterate(x, loss, flat_grad, state, n_iter, current_evals, stop)
+
+    return body
+
+
+def _flat_objective(fun: Callable[[Params], jax.Array], unravel: Callable, dtype) -> Callable:
+    value_and_grad = jax.value_and_grad(lambda x: fun(unravel(x)))
+
+    def evaluate(x):
+        loss, flat_grad = value_and_grad(x)
+        if jnp.ndim(loss) != 0:
+            raise ValueError(f"the objective must return a scalar, got shape {jnp.shape(loss)}")
+        return jnp.asarray(loss, dtype), flat_grad
+
+    return evaluate
+
+
+def lbfgs_step(
+    fun: Callable[[Params], jax.Array], params: Params, state: LBFGSState, **options: Any
+) -> tuple[jax.Array, Params, LBFGSState]:
+    """torch's ``LBFGS.step(closure)`` as one pure function.
+
+    Evaluates ``fun(params)`` and its gradient, then runs up to ``max_iter`` iterations (at most
+    ``max_eval`` evaluations) of L-BFGS, all inside one ``lax.while_loop``.
+
+    Args:
+      fun: scalar objective of a parameter pytree.
+      params: the starting point.
+      state: from :func:`lbfgs`'s ``init`` (or the previous step): history survives steps.
+      **options: :func:`lbfgs`'s arguments.
+
+    Returns:
+      ``(loss at the start of the step, new params, new state)``, as torch returns the loss
+      at the start.
+    """
+    opts = _options(**{**_DEFAULTS, **options})
+    x, unravel = ravel_pytree(params)
+    evaluate = _flat_objective(fun, unravel, x.dtype)
+    loss, flat_grad = evaluate(x)
+    bad = _nonfinite(loss, flat_grad)
+    state = state._replace(func_evals=state.func_evals + 1, nonfinite=bad)
+    start = _Iterate(x, loss, flat_grad, state, jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32),
+                     bad | (jnp.max(jnp.abs(flat_grad)) <= opts.tolerance_grad))
+    end = jax.lax.while_loop(lambda it: ~it.stop, _iteration(evaluate, opts), start)
+    return loss, unravel(end.x), end.state
+
+
+_DEFAULTS = dict(lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
+                 history_size=100, line_search_fn=None)
+
+
+def lbfgs(
+    lr: float = 1.0,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+) -> GradientTransformationExtraArgs:
+    """L-BFGS (Nocedal, 1980; Liu & Nocedal, 1989) with torch.optim.LBFGS's numerics.
+
+    ``update(grads, state, params, value=loss, value_fn=fun)`` performs *one* iteration of
+    torch's inner loop from ``params`` (where ``fun`` is ``value`` with gradient ``grads``):
+    it records the last curvature pair, computes the two-loop direction, and steps ``lr`` along
+    it (``min(1, 1/|g|_1) * lr`` on the very first iteration) or, with
+    ``line_search_fn='strong_wolfe'``, as far as torch's strong-Wolfe search through
+    ``value_fn`` goes. For whole solves, :func:`lbfgs_step` runs torch's full ``step`` (up to
+    ``max_iter`` iterations) in one compiled loop; ``max_iter``, ``max_eval`` and the tolerances
+    only matter there.
+
+    Args:
+      lr: step length multiplier.
+      max_iter: iterations per :func:`lbfgs_step`.
+      max_eval: evaluations per step (default ``max_iter * 5 // 4``).
+      tolerance_grad: stop when ``max |g| <= tolerance_grad``.
+      tolerance_change: stop when the step or the loss change is below it.
+      history_size: curvature pairs kept.
+      line_search_fn: ``None`` (fixed step) or ``'strong_wolfe'``.
+
+    Returns:
+      A transform whose state is :class:`LBFGSState` over the flattened parameters.
+    """
+    opts = _options(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+                    line_search_fn)
+
+    def init(params):
+        return init_state(ravel_pytree(params)[0], history_size)
+
+    def update(updates, state, params=None, *, value=None, value_fn=None, **extra_args):
+        del extra_args
+        if params is None or value is None:
+            raise ValueError("lbfgs.update needs params and value= (the loss at params)")
+        if line_search_fn == "strong_wolfe" and value_fn is None:
+            raise ValueError("line_search_fn='strong_wolfe' needs value_fn= (params -> loss)")
+        x, unravel = ravel_pytree(params)
+        flat_grad = ravel_pytree(updates)[0]
+        evaluate = _flat_objective(value_fn, unravel, x.dtype) if value_fn else None
+        # One iteration as torch's first of a step: the line search may spend max_eval - 1
+        # evaluations, and no evaluation follows a fixed step (the caller makes the next one).
+        one = opts._replace(max_iter=1)
+        it = _iteration(evaluate, one)(
+            _Iterate(x, jnp.asarray(value, x.dtype), flat_grad, state, jnp.zeros([], jnp.int32),
+                     jnp.ones([], jnp.int32), jnp.zeros([], bool))
+        )
+        return unravel(it.x - x), it.state
+
+    return GradientTransformationExtraArgs(init, update)
+
+
+class LBFGS(Optimizer):
+    """torch.optim.LBFGS over JAX pytrees: ``LBFGS(params, lr=1, max_iter=20, ...)``.
+
+    Arguments as :func:`lbfgs`. One parameter group only (torch's error otherwise).
+    ``step(closure, *args, **kwargs)`` runs torch's whole step, every evaluation of
+    ``closure(params, *args, **kwargs)`` included, as one compiled loop and returns the loss at
+    the start of the step. A non-finite loss or gradient stops the step before the move that
+    produced it and warns. State (under parameter 0, as in torch): ``d``, ``t``, ``old_dirs``,
+    ``old_stps``, ``ro`` (ring buffers with ``num_old``, ``head``), ``H_diag``,
+    ``prev_flat_grad``, ``prev_loss``, ``n_iter``, ``func_evals``, ``nonfinite``.
+    """
+
+    transform = staticmethod(lbfgs)
+    static_args = ("max_iter", "max_eval", "history_size")
+    max_groups = 1
+
+    def _step(self, closure, args, kwargs):
+        if closure is None:
+            raise RuntimeError("LBFGS.step needs a closure: opt.step(closure, *args)")
+        structures, vector = self._prepare()
+        key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
+
+        def run(group_params, states, vector, arrays):
+            fn, fn_args, fn_kwargs = rebuild(arrays)
+            options, _ = self._options_for(structures[0], vector, 0)
+            objective = lambda p: fn(self._assemble([p]), *fn_args, **fn_kwargs)  # noqa: E731
+            loss, params, state = lbfgs_step(objective, group_params[0], states[0], **options)
+            return loss, [params], [state]
+
+        compiled = self._compile(("lbfgs", structures, key), run, (0, 1))
+        loss, new_params, self._states = compiled(
+            self._group_params(), self._states, vector, arrays
+        )
+        self.param_groups[0]["params"] = new_params[0]
+        self._grad = None
+        if bool(self._states[0].nonfinite):
+            warnings.warn(
+                "LBFGS: the closure returned a non-finite loss or gradient; the step stopped "
+                "before that move, params hold the last finite point",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return loss

@@ -1,0 +1,241 @@
+"""L-BFGS against live torch.optim.LBFGS (float64): losses, params and evaluation counts after
+every step; convergence, vmap, float32, non-finite objectives, compile counts, state_dict."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import optim_jax as optim
+
+
+def rosenbrock(x, xp=jnp):
+    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def logistic(params, x, y, xp=jnp):
+    """L2-regularised binary logistic regression; params = {'w': (d, 1), 'b': (1,)}."""
+    z = (x @ params["w"])[:, 0] + params["b"][0]
+    softplus = xp.logaddexp(z, 0 * z) if xp is jnp else xp.nn.functional.softplus(z)
+    return xp.mean(softplus - y * z) + 1e-3 * xp.sum(params["w"] ** 2)
+
+
+def digits_binary(n=200):
+    x, y = load_digits(return_X_y=True)
+    x = (x[:n] / 16.0).astype(np.float64)
+    return x, (y[:n] % 2).astype(np.float64)
+
+
+class TorchLBFGS:
+    def __init__(self, torch, params, loss, **options):
+        self.torch, self.loss = torch, loss
+        self.tensors = jax.tree.map(lambda a: torch.tensor(np.array(a), requires_grad=True), params)
+        self.leaves = jax.tree.leaves(self.tensors)
+        self.opt = torch.optim.LBFGS(self.leaves, **options)
+
+    def step(self):
+        def closure():
+            self.opt.zero_grad()
+            value = self.loss(self.tensors)
+            value.backward()
+            return value
+
+        return float(self.opt.step(closure).detach())
+
+    def params(self):
+        return [t.detach().numpy() for t in self.leaves]
+
+    def evals(self):
+        return self.opt.state[self.leaves[0]]["func_evals"]
+
+
+def compare(torch, params, jax_loss, torch_loss, steps, **options):
+    ours = optim.LBFGS(params, **options)
+    theirs = TorchLBFGS(torch, params, torch_loss, **options)
+    for step in range(steps):
+        expected = theirs.step()
+        got = float(ours.step(jax_loss))
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12, err_msg=f"loss, step {step}")
+        for a, b in zip(jax.tree.leaves(ours.params), theirs.params()):
+            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-8, atol=1e-12,
+                                       err_msg=f"params, step {step}")
+        assert int(ours.state[0]["func_evals"]) == theirs.evals(), f"evaluations, step {step}"
+        assert int(ours.state[0]["n_iter"]) == theirs.opt.state[theirs.leaves[0]]["n_iter"]
+
+
+ROSENBROCK_CASES = [
+    # (dimension, line_search_fn, history_size, max_iter, steps): 20-d Rosenbrock amplifies
+    # rounding (torch against itself with x0 moved by one ulp drifts as fast), so its runs are
+    # as long as torch's own sensitivity keeps below 1e-8.
+    (2, None, 100, 20, 6),
+    (2, None, 2, 5, 6),
+    (2, "strong_wolfe", 100, 20, 5),
+    (2, "strong_wolfe", 3, 4, 6),
+    (20, None, 5, 1, 14),
+    (20, None, 10, 4, 3),
+    (20, "strong_wolfe", 100, 7, 6),
+    (20, "strong_wolfe", 5, 7, 3),
+]
+
+
+@pytest.mark.parametrize("n, line_search_fn, history_size, max_iter, steps", ROSENBROCK_CASES)
+def test_rosenbrock_matches_torch(torch_module, x64, n, line_search_fn, history_size, max_iter, steps):
+    x0 = jnp.asarray([-1.2, 1.0] * (n // 2))
+    compare(torch_module, x0, rosenbrock, lambda t: rosenbrock(t, torch_module), steps,
+            line_search_fn=line_search_fn, history_size=history_size, max_iter=max_iter)
+
+
+@pytest.mark.parametrize("line_search_fn, history_size, max_iter", [
+    (None, 5, 10), (None, 20, 20), ("strong_wolfe", 5, 10), ("strong_wolfe", 20, 20),
+])
+def test_logistic_regression_pytree_matches_torch(torch_module, x64, line_search_fn, history_size, max_iter):
+    x, y = digits_binary()
+    params = {"w": jnp.zeros((64, 1)), "b": jnp.zeros(1)}
+    tx, ty = torch_module.tensor(x), torch_module.tensor(y)
+    compare(torch_module, params, lambda p: logistic(p, x, y), lambda p: logistic(p, tx, ty, torch_module),
+            4, line_search_fn=line_search_fn, history_size=history_size, max_iter=max_iter, lr=0.5)
+
+
+def test_drift_on_an_ill_conditioned_run_is_no_larger_than_torchs_own(torch_module, x64):
+    """Over a long 20-d run, ours vs torch stays within 100x of torch vs torch started one ulp
+    away: the differences are torch's own rounding sensitivity, not a different algorithm."""
+    x0 = np.array([-1.2, 1.0] * 10)
+    options = dict(line_search_fn="strong_wolfe", history_size=5, max_iter=7)
+    loss = lambda t: rosenbrock(t, torch_module)  # noqa: E731
+    ours = optim.LBFGS(jnp.asarray(x0), **options)
+    reference = TorchLBFGS(torch_module, x0, loss, **options)
+    nudged = TorchLBFGS(torch_module, np.nextafter(x0, np.inf), loss, **options)
+    for _ in range(8):
+        ours.step(rosenbrock), reference.step(), nudged.step()
+    drift = np.max(np.abs(np.asarray(ours.params) - reference.params()[0]))
+    own = np.max(np.abs(nudged.params()[0] - reference.params()[0]))
+    assert own > 0 and drift <= 100 * own + 1e-12
+
+
+def test_converges_on_rosenbrock_100_and_digits():
+    with jax.enable_x64(True):
+        opt = optim.LBFGS(jnp.asarray([-1.2, 1.0] * 50), line_search_fn="strong_wolfe", max_iter=200)
+        for _ in range(5):
+            opt.step(rosenbrock)
+        # torch's stopping rules (loss change < tolerance_change) end the solve here
+        assert float(rosenbrock(opt.params)) < 1e-8
+        np.testing.assert_allclose(opt.params, 1.0, atol=1e-3)
+        x, y = digits_binary(1000)
+        opt = optim.LBFGS({"w": jnp.zeros((64, 1)), "b": jnp.zeros(1)}, line_search_fn="strong_wolfe",
+                          max_iter=100, tolerance_grad=1e-9)
+        opt.step(logistic, x, y)
+        grads = jax.grad(logistic)(opt.params, x, y)
+        assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) < 1e-6
+
+
+def test_vmap_solves_many_problems_as_separate_solves():
+    with jax.enable_x64(True):
+        starts = jnp.stack([jnp.asarray([-1.2 + 0.1 * k, 1.0 - 0.05 * k]) for k in range(8)])
+        targets = jnp.linspace(0.5, 2.0, 8)
+        options = dict(line_search_fn="strong_wolfe", max_iter=200, history_size=10,
+                       tolerance_grad=1e-10)
+
+        def solve(x0, a):
+            fun = lambda x: (a - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2  # noqa: E731
+            state = optim.lbfgs(**options).init(x0)
+            _, x, state = optim.lbfgs_step(fun, x0, state, **options)
+            return x, state.func_evals
+
+        xs, evals = jax.jit(jax.vmap(solve))(starts, targets)
+        for k in range(8):
+            x, e = jax.jit(solve)(starts[k], targets[k])
+            np.testing.assert_allclose(xs[k], x, rtol=1e-12)
+            assert int(evals[k]) == int(e)
+        np.testing.assert_allclose(xs[:, 0], targets, rtol=1e-4)
+
+
+def test_float32_converges():
+    opt = optim.LBFGS(jnp.asarray([-1.2, 1.0], jnp.float32), line_search_fn="strong_wolfe", max_iter=100)
+    opt.step(rosenbrock)
+    assert opt.params.dtype == jnp.float32
+    np.testing.assert_allclose(opt.params, [1.0, 1.0], atol=1e-3)
+
+
+def test_a_non_finite_objective_stops_cleanly_and_says_so():
+    def fun(x):  # NaN beyond x = 3: the first fixed step lands there
+        return jnp.where(x[0] > 3.0, jnp.nan, jnp.sum((x - 5.0) ** 2))
+
+    opt = optim.LBFGS(jnp.asarray([0.0, 0.0]), lr=10.0, max_iter=1000)
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient"):
+        opt.step(fun)
+    assert bool(opt.state[0]["nonfinite"])
+    assert np.all(np.isfinite(np.asarray(opt.params)))
+    assert int(opt.state[0]["func_evals"]) <= 3
+
+
+class TraceCounter:
+    n = 0
+
+
+def test_repeated_steps_with_fresh_closures_compile_once():
+    traces = TraceCounter()  # not a list: a captured container's contents are part of the key
+    opt = optim.LBFGS(jnp.zeros(3), max_iter=5)
+    for k in range(6):
+        target = jnp.full(3, float(k))
+
+        def closure(p):
+            traces.n += 1  # runs only while tracing (once per evaluation site in the loop)
+            return jnp.sum((p - target) ** 2)
+
+        opt.step(closure)
+        if k == 0:
+            after_first = traces.n
+    assert after_first > 0 and traces.n == after_first
+    np.testing.assert_allclose(opt.params, 5.0, rtol=1e-5)
+
+
+def test_pure_update_equals_torch_with_max_iter_1(torch_module, x64):
+    x0 = jnp.asarray([-1.2, 1.0])
+    theirs = TorchLBFGS(torch_module, x0, lambda t: rosenbrock(t, torch_module), max_iter=1,
+                        max_eval=25, line_search_fn="strong_wolfe")
+    tx = optim.lbfgs(max_eval=25, line_search_fn="strong_wolfe")
+    state, x = tx.init(x0), x0
+
+    @jax.jit
+    def iterate(x, state):
+        value, grad = jax.value_and_grad(rosenbrock)(x)
+        updates, state = tx.update(grad, state, x, value=value, value_fn=rosenbrock)
+        return optim.apply_updates(x, updates), state
+
+    for step in range(10):
+        theirs.step()
+        x, state = iterate(x, state)
+        np.testing.assert_allclose(x, theirs.params()[0], rtol=1e-10, err_msg=f"step {step}")
+
+
+def test_state_dict_round_trip_continues_identically():
+    with jax.enable_x64(True):
+        make = lambda: optim.LBFGS(jnp.asarray([-1.2, 1.0, -1.2, 1.0]), max_iter=3, history_size=4,  # noqa: E731
+                                   line_search_fn="strong_wolfe")
+        a, b = make(), make()
+        for _ in range(3):
+            a.step(rosenbrock), b.step(rosenbrock)
+        saved = a.state_dict()
+        assert {"d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss",
+                "n_iter", "func_evals"} <= set(saved["state"][0])
+        c = make()
+        c.step(rosenbrock)  # different state, same structure
+        c.param_groups[0]["params"] = jnp.asarray(np.asarray(a.params))
+        c.load_state_dict(saved)
+        for _ in range(3):
+            a.step(rosenbrock), c.step(rosenbrock)
+        np.testing.assert_array_equal(np.asarray(a.params), np.asarray(c.params))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="LBFGS doesn't support per-parameter options \\(parameter groups\\)"):
+        optim.LBFGS([{"params": jnp.ones(2)}, {"params": jnp.ones(3)}])
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        optim.LBFGS(jnp.ones(2), lr=-1)
+    with pytest.raises(ValueError, match="only 'strong_wolfe' is supported"):
+        optim.LBFGS(jnp.ones(2), line_search_fn="backtracking")
+    with pytest.raises(RuntimeError, match="LBFGS.step needs a closure"):
+        optim.LBFGS(jnp.ones(2)).step()
