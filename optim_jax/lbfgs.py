@@ -403,7 +403,8 @@ def lbfgs(
     """L-BFGS (Nocedal, 1980; Liu & Nocedal, 1989) with torch.optim.LBFGS's numerics.
 
     ``update(grads, state, params, value=loss, value_fn=fun)`` performs *one* iteration of
-    torch's inner loop from ``params`` (where ``fun`` is ``value`` with gradient ``grads``):
+    torch's inner loop from ``params`` (where ``fun`` is ``value`` with gradient ``grads``, or
+    ``grad=`` if given):
     it records the last curvature pair, computes the two-loop direction, and steps ``lr`` along
     it (``min(1, 1/|g|_1) * lr`` on the very first iteration) or, with
     ``line_search_fn='strong_wolfe'``, as far as torch's strong-Wolfe search through
@@ -429,14 +430,15 @@ def lbfgs(
     def init(params):
         return init_state(ravel_pytree(params)[0], history_size)
 
-    def update(updates, state, params=None, *, value=None, value_fn=None, **extra_args):
+    def update(updates, state, params=None, *, value=None, grad=None, value_fn=None,
+               **extra_args):
         del extra_args
         if params is None or value is None:
             raise ValueError("lbfgs.update needs params and value= (the loss at params)")
         if line_search_fn == "strong_wolfe" and value_fn is None:
             raise ValueError("line_search_fn='strong_wolfe' needs value_fn= (params -> loss)")
         x, unravel = ravel_pytree(params)
-        flat_grad = ravel_pytree(updates)[0]
+        flat_grad = ravel_pytree(updates if grad is None else grad)[0]
         evaluate = _flat_objective(value_fn, unravel, x.dtype) if value_fn else None
         # One iteration as torch's first of a step: the line search may spend max_eval - 1
         # evaluations, and no evaluation follows a fixed step (the caller makes the next one).
