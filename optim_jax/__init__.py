@@ -14,7 +14,7 @@ from optim_jax.base import (
     identity,
     with_extra_args_support,
 )
-from optim_jax.combine import PartitionState, chain, partition
+from optim_jax.combine import PartitionState, chain, partition, view_as_real
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
 from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
 from optim_jax.optimizer import Optimizer, labelled, required
@@ -64,5 +64,6 @@ __all__ = [
     "scale_by_learning_rate",
     "sgd",
     "trace_momentum",
+    "view_as_real",
     "with_extra_args_support",
 ]

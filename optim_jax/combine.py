@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from optim_jax.base import (
     GradientTransformation,
@@ -126,5 +127,41 @@ def partition(
                 if flat_labels[i] == label:
                     merged[i] = u
         return treedef.unflatten(merged), PartitionState(inner_states)
+
+    return GradientTransformationExtraArgs(init, update)
+
+
+def _as_real(x):
+    if x is not None and jnp.iscomplexobj(x):
+        return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+    return x
+
+
+def _as_complex(x, like):
+    if like is not None and jnp.iscomplexobj(like):
+        return jax.lax.complex(x[..., 0], x[..., 1]).astype(jnp.result_type(like))
+    return x
+
+
+def view_as_real(transform: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Runs ``transform`` on complex leaves viewed as real pairs, as torch.optim does.
+
+    A complex leaf of shape ``s`` is seen by ``transform`` as a real array of shape ``s + (2,)``
+    (real and imaginary parts), so elementwise nonlinearities (Adam's square and square root)
+    act on each part separately, exactly like torch's ``view_as_real``. Real leaves pass through
+    untouched; the inner state holds the real views.
+    """
+    inner = with_extra_args_support(transform)
+    is_none = lambda x: x is None  # noqa: E731
+
+    def init(params):
+        return inner.init(jax.tree.map(_as_real, params, is_leaf=is_none))
+
+    def update(updates, state, params=None, **extra_args):
+        real_params = None if params is None else jax.tree.map(_as_real, params, is_leaf=is_none)
+        real_updates, state = inner.update(
+            jax.tree.map(_as_real, updates, is_leaf=is_none), state, real_params, **extra_args
+        )
+        return jax.tree.map(_as_complex, real_updates, updates, is_leaf=is_none), state
 
     return GradientTransformationExtraArgs(init, update)

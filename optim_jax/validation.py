@@ -28,33 +28,34 @@ def concrete(value: Any) -> float | None:
     return None
 
 
-def _require(ok, value: Any, message: str) -> None:
+def require(ok, value: Any, message: str) -> None:
+    """Raises ``ValueError(message)`` if ``value`` is concrete and ``ok(value)`` is false."""
     number = concrete(value)
     if number is not None and not ok(number):
         raise ValueError(message)
 
 
 def check_lr(lr: Any) -> None:
-    _require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}")
+    require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}")
 
 
 def check_eps(eps: Any) -> None:
-    _require(lambda v: v >= 0.0, eps, f"Invalid epsilon value: {eps}")
+    require(lambda v: v >= 0.0, eps, f"Invalid epsilon value: {eps}")
 
 
 def check_weight_decay(weight_decay: Any) -> None:
-    _require(lambda v: v >= 0.0, weight_decay, f"Invalid weight_decay value: {weight_decay}")
+    require(lambda v: v >= 0.0, weight_decay, f"Invalid weight_decay value: {weight_decay}")
 
 
 def check_momentum(momentum: Any) -> None:
-    _require(lambda v: v >= 0.0, momentum, f"Invalid momentum value: {momentum}")
+    require(lambda v: v >= 0.0, momentum, f"Invalid momentum value: {momentum}")
 
 
 def check_betas(betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
     for index, beta in enumerate(betas):
-        _require(
+        require(
             lambda v: 0.0 <= v < 1.0, beta, f"Invalid beta parameter at index {index}: {beta}"
         )
 

@@ -1,5 +1,13 @@
 """The table every parametrised test walks: each algorithm's two names and the option sets
-torch's own tests use (torch/testing/_internal/common_optimizers.py), plus a few harder ones."""
+torch's own tests use (torch/testing/_internal/common_optimizers.py), plus a few harder ones.
+
+Algorithms beyond the three below add themselves by a module ``tests/cases/<name>.py`` defining
+``ALGORITHMS`` (same layout) and ``GROUP_OPTIONS`` (two option dicts for the stateful class's
+two param groups: the second overriding the first's defaults) and, optionally, ``VALIDATION``
+(``(factory, options, torch's ValueError message)`` triples)."""
+
+import importlib
+import pathlib
 
 import optim_jax as optim
 
@@ -48,6 +56,23 @@ ALGORITHMS = {
         ],
     ),
 }
+
+
+# name -> (options of group 0 = constructor defaults, overrides for group 1)
+GROUP_OPTIONS = {
+    "sgd": ({"lr": 1e-2, "momentum": 0.9}, {"lr": 0.05, "nesterov": True, "weight_decay": 0.1}),
+    "adam": ({"lr": 1e-2, "amsgrad": True}, {"lr": 0.03, "weight_decay": 0.1}),
+    "adamw": ({"lr": 1e-2, "betas": (0.8, 0.99)}, {"weight_decay": 0.3}),
+}
+
+# (factory, options, torch's exact ValueError message)
+VALIDATION = []
+
+for _path in sorted((pathlib.Path(__file__).parent / "cases").glob("[!_]*.py")):
+    _module = importlib.import_module(f"cases.{_path.stem}")
+    ALGORITHMS.update(_module.ALGORITHMS)
+    GROUP_OPTIONS.update(_module.GROUP_OPTIONS)
+    VALIDATION.extend(getattr(_module, "VALIDATION", []))
 
 
 def cases():

@@ -87,3 +87,20 @@ def test_array_lr_matches_torch_tensor_lr(torch_module, name):
     )
     ours = jax_trajectory(factory(lr=jnp.asarray(0.01)), params, grads)
     assert_same_trajectory(ours, reference, np.float32)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1, "nesterov": True}),
+    ("adam", {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True}),
+    ("adamw", {"lr": 0.05, "maximize": True}),
+])
+def test_complex_params_match_torch(torch_module, x64, name, options):
+    """torch views complex params as real pairs; so do we (optim_jax.view_as_real)."""
+    factory, torch_name, _ = ALGORITHMS[name]
+    rng = np.random.default_rng(3)
+    cplx = lambda shape: (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))  # noqa: E731
+    params = {"z": cplx((3, 2)), "r": rng.standard_normal(4)}
+    grads = [{"z": cplx((3, 2)), "r": rng.standard_normal(4)} for _ in range(STEPS)]
+    reference = torch_trajectory(torch_module, getattr(torch_module.optim, torch_name), options, params, grads)
+    ours = jax_trajectory(factory(**options), params, grads)
+    assert_same_trajectory(ours, reference, np.float64)

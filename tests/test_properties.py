@@ -23,8 +23,9 @@ RICH_OPTIONS = {
 
 
 def build(name, injected=False):
-    factory = ALGORITHMS[name][0]
-    return (optim.inject_hyperparams(factory) if injected else factory)(**RICH_OPTIONS[name])
+    factory, _, option_sets = ALGORITHMS[name]
+    options = RICH_OPTIONS.get(name, option_sets[-1])
+    return (optim.inject_hyperparams(factory) if injected else factory)(**options)
 
 
 def steps(tx, params, grads_per_step, update=None):

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 import optim_jax as optim
+from algorithms import VALIDATION
 
 CASES = [
     (optim.sgd, {"lr": -0.1}, "Invalid learning rate: -0.1"),
@@ -23,7 +24,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("injected", [False, True], ids=["pure", "injected"])
-@pytest.mark.parametrize("factory, options, message", CASES)
+@pytest.mark.parametrize("factory, options, message", CASES + VALIDATION)
 def test_torch_messages(factory, options, message, injected):
     build = optim.inject_hyperparams(factory) if injected else factory
     with pytest.raises(ValueError) as error:
