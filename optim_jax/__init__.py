@@ -4,6 +4,7 @@ Two faces over one engine: pure transforms (``optim_jax.adam(...)``, ``init``/``
 pytrees, optax-compatible) and, built on them, torch-style stateful optimisers.
 """
 
+from optim_jax import lr_scheduler, schedules
 from optim_jax.adam import Adam, adam
 from optim_jax.adamw import AdamW, adamw
 from optim_jax.base import (
@@ -40,6 +41,8 @@ __all__ = [
     "Optimizer",
     "SGD",
     "labelled",
+    "lr_scheduler",
+    "schedules",
     "required",
     "AdamState",
     "EmptyState",

@@ -14,6 +14,11 @@ Where torch's class has a closed form (``_get_closed_form_lr``, used by ``step(e
 :mod:`optim_jax.schedules` on the host: one implementation serves both faces. The recursive
 updates of the chainable schedulers (``lr *= gamma``) are ported as torch writes them, so they
 react to outside changes of ``lr`` as torch's do.
+
+One mechanism differs: torch wraps ``optimizer.step`` to notice a scheduler stepped before the
+optimizer; here a step post-hook (registered once per optimizer) records it, and ``step()``
+gives torch's warning. torch's other warning, about an ``optimizer.step`` replaced after the
+scheduler was built, has no counterpart: a hook survives that.
 """
 
 from __future__ import annotations
@@ -699,11 +704,7 @@ class ChainedScheduler(_SchedulerList):
     def __init__(
         self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None
     ) -> None:
-        if len(schedulers) < 1:
-            raise ValueError(
-                f"{self.__class__.__name__} expects at least one scheduler to be chained, but "
-                "got no scheduler."
-            )
+        schedules._check_schedule_count(self.__class__.__name__, len(schedulers), " to be chained")
         optimizer = optimizer or schedulers[0].optimizer
         _check_schedulers(self.__class__.__name__, schedulers, optimizer)
         self._schedulers = schedulers
@@ -775,7 +776,9 @@ class ReduceLROnPlateau(LRScheduler):
         self.cooldown_counter = 0
         self.num_bad_epochs = 0
 
-    def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, metrics: SupportsFloat, epoch: int | None = None
+    ) -> None:
         """Takes the metric of the step just done; reduces the lrs on a plateau."""
         current = float(metrics)
         if epoch is None:

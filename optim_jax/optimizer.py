@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_jax import functionalize, numerics
+from optim_jax import functionalize, numerics, validation
 from optim_jax.base import PyTree, apply_updates
 from optim_jax.combine import label_leaves
 from optim_jax.hyperparams import _is_numeric
@@ -259,7 +259,8 @@ class Optimizer:
 
     def _init_state(self, group: Mapping[str, Any], structure: tuple):
         vector = jnp.asarray(self._hyperparams(group, structure), numerics.scalar_dtype())
-        tx, _ = self._transform_for(structure, vector, 0)
+        with validation.suspended():  # values were checked when the group was added, if ever
+            tx, _ = self._transform_for(structure, vector, 0)
         return tx.init(group["params"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -397,7 +398,6 @@ class Optimizer:
         for index, group in enumerate(self.param_groups):
             structure = self._structure(group)
             if structure != self._structures[index]:
-                self._build(group)
                 self._states[index] = self._migrate(index, group, structure)
                 self._structures[index] = structure
             structures.append(structure)
@@ -582,6 +582,9 @@ class Optimizer:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restores ``state_dict()``'s output; validates everything before changing anything.
 
+        Hyperparameter values are taken as saved, as torch takes them (a scheduler may have
+        left an lr a rounding below zero); counts, names, shapes and dtypes are checked.
+
         Raises:
           ValueError: naming what differs (group count, parameter count, state names, shapes,
             dtypes); the optimizer is then left as it was.
@@ -605,7 +608,6 @@ class Optimizer:
                     f"optimizer's group {g} has {treedef.num_leaves}"
                 )
             new_group = {**group, **_restore_options(saved, group)}
-            self._build(new_group)
             structure = self._structure(new_group)
             template = self._init_state(new_group, structure)
             values = [

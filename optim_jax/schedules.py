@@ -8,20 +8,25 @@ rate: ``StepLR(opt, step_size=30, gamma=0.1)`` is ``step_lr(base_lr, step_size=3
 evaluated at the number of updates done before the current one) or to
 :func:`optim_jax.inject_hyperparams`.
 
-A schedule called with an array step (traced or not) computes with ``jax.numpy`` in the widest
-enabled float (float64 under ``jax_enable_x64``, else float32) and returns an array; it jits and
-vmaps over steps. Called with a Python (or NumPy) number it computes on the host in float64,
-with torch's arithmetic in torch's order, and returns a Python float: that is how
+Called with a Python (or NumPy) number, a schedule computes on the host in float64 and returns
+a Python float, bit for bit as torch's closed form where it has one (``_get_closed_form_lr``,
+or ``get_lr`` for the classes that compute the rate outright): that is how
 :mod:`optim_jax.lr_scheduler` evaluates the same formulas, so both faces share one
-implementation of each.
+implementation of each. Called with an array step (traced or not), it computes with
+``jax.numpy`` in the widest enabled float (float64 under ``jax_enable_x64``, else float32) and
+returns an array; it jits and vmaps over steps.
+XLA evaluates ``x / c`` as ``x * (1 / c)``, fuses multiply-adds and has its own ``cos``, so array
+values differ from torch's in the last bits: about 1e-14 relative, up to 6e-13 where torch's
+formula cancels (the last steps of a ``OneCycleLR``, where torch's own rounding error is as
+large). Where torch's sequence is exactly 0 the array forms are too.
 
 Several of torch's classes update ``lr`` recursively (``lr *= gamma`` every step) rather than
 from the closed form their documentation gives. Without outside changes to ``lr`` the two agree
-to rounding (tested: 1e-12 relative over 300 steps in float64); the functions here use the
-closed form (torch's own ``_get_closed_form_lr`` where it has one), so that a schedule costs
-O(1) per step. The one exception is :func:`multiplicative_lr`, whose factors have no product
-form. :func:`reduce_lr_on_plateau` depends on the losses seen, so it is a transform with
-state, not a schedule.
+to rounding (tested: 1e-12 relative over 300 steps in float64; where torch's recursion should
+reach 0 it can end a rounding away, e.g. at -7e-19); the functions here use the closed form, so
+that a schedule costs O(1) per step. The one exception is :func:`multiplicative_lr`, whose
+factors have no product form. :func:`reduce_lr_on_plateau` depends on the losses seen, so it is
+a transform with state, not a schedule.
 """
 
 from __future__ import annotations
@@ -37,6 +42,29 @@ import jax.numpy as jnp
 
 from optim_jax import numerics
 from optim_jax.base import GradientTransformationExtraArgs
+
+__all__ = [
+    "ReduceLROnPlateauState",
+    "Schedule",
+    "Step",
+    "chained_scheduler",
+    "constant_lr",
+    "cosine_annealing_lr",
+    "cosine_annealing_warm_restarts",
+    "cyclic_lr",
+    "cyclic_momentum",
+    "exponential_lr",
+    "lambda_lr",
+    "linear_lr",
+    "multi_step_lr",
+    "multiplicative_lr",
+    "one_cycle_lr",
+    "one_cycle_momentum",
+    "polynomial_lr",
+    "reduce_lr_on_plateau",
+    "sequential_lr",
+    "step_lr",
+]
 
 Step = int | jax.Array
 Schedule = Callable[[Step], Any]
@@ -67,7 +95,6 @@ class _Ops(NamedTuple):
     # cond(pred, if_true, if_false) calls only the chosen thunk on the host, where the other
     # branch may divide by zero; on arrays both run and one is selected.
     cond: Callable[[Any, Callable[[], Any], Callable[[], Any]], Any]
-    take: Callable[[Sequence[Any], Any], Any]
     fori_loop: Callable[[Any, Any, Callable, Any], Any]
 
 
@@ -78,7 +105,6 @@ _HOST = _Ops(
     maximum=max,
     where=lambda pred, a, b: a if pred else b,
     cond=lambda pred, a, b: a() if pred else b(),
-    take=lambda values, index: values[index],
     fori_loop=_host_fori_loop,
 )
 
@@ -89,7 +115,6 @@ _ARRAY = _Ops(
     maximum=jnp.maximum,
     where=jnp.where,
     cond=lambda pred, a, b: jnp.where(pred, a(), b()),
-    take=lambda values, index: jnp.asarray(values)[index],
     fori_loop=_array_fori_loop,
 )
 
@@ -100,7 +125,11 @@ def _schedule(formula: Callable[[Any, _Ops], Any]) -> Schedule:
     def schedule(step: Step) -> Any:
         if isinstance(step, numbers.Real):
             return formula(step, _HOST)
-        return jnp.asarray(formula(jnp.asarray(step), _ARRAY)).astype(numerics.scalar_dtype())
+        step = jnp.asarray(step)
+        if jnp.issubdtype(step.dtype, jnp.integer):
+            # The widest enabled int: jnp divides int32 arrays in float32 even with x64 on.
+            step = step.astype(jnp.result_type(int))
+        return jnp.asarray(formula(step, _ARRAY)).astype(numerics.scalar_dtype())
 
     return schedule
 
@@ -172,9 +201,11 @@ def _check_one_cycle(pct_start: float, anneal_strategy: str) -> None:
         )
 
 
-def _check_schedule_count(name: str, count: int) -> None:
+def _check_schedule_count(name: str, count: int, purpose: str = "") -> None:
     if count < 1:
-        raise ValueError(f"{name} expects at least one scheduler, but got no scheduler.")
+        raise ValueError(
+            f"{name} expects at least one scheduler{purpose}, but got no scheduler."
+        )
 
 
 def _check_milestone_count(schedule_count: int, milestone_count: int) -> None:
@@ -269,7 +300,7 @@ def multi_step_lr(base_lr: float, milestones: Sequence[int], gamma: float = 0.1)
     def passed(t, ops):
         if ops is _HOST:
             return bisect.bisect_right(ordered, t)
-        return jnp.searchsorted(jnp.asarray(ordered, jnp.int32), t, side="right")
+        return jnp.searchsorted(jnp.asarray(ordered, t.dtype), t, side="right")
 
     return _schedule(lambda t, ops: base_lr * gamma ** passed(t, ops))
 
@@ -290,9 +321,7 @@ def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -
       ValueError: torch's message, if ``factor`` is outside [0, 1].
     """
     _check_constant_factor(factor)
-    return _schedule(
-        lambda t, ops: base_lr * (factor + (t >= total_iters) * (1 - factor))
-    )
+    return _schedule(lambda t, ops: base_lr * (factor + (t >= total_iters) * (1 - factor)))
 
 
 def linear_lr(
@@ -300,6 +329,12 @@ def linear_lr(
 ) -> Schedule:
     """torch's ``LinearLR``:
     :math:`\\eta_t = \\eta_0 (f_0 + (f_1 - f_0) \\min(T, t) / T)`.
+
+    A Python step computes torch's closed form bit for bit. torch's recursive sequence, and that
+    closed form, can miss :math:`f_1` by a rounding: with ``end_factor=0`` they may end at a
+    tiny, even negative, rate such as -7e-19 instead of 0. Array steps are computed from the
+    nearer end, exactly :math:`f_1` from step :math:`T` on (XLA's fused form of the closed
+    form would miss it by its own rounding); elsewhere all agree to a few ulps.
 
     Args:
       base_lr: the group's initial learning rate :math:`\\eta_0`.
@@ -314,10 +349,20 @@ def linear_lr(
       ValueError: torch's messages, for factors out of range.
     """
     _check_linear_factors(start_factor, end_factor)
-    return _schedule(
-        lambda t, ops: base_lr
-        * (start_factor + (end_factor - start_factor) * ops.minimum(total_iters, t) / total_iters)
-    )
+    change = end_factor - start_factor
+
+    def formula(t, ops):
+        done = ops.minimum(total_iters, t)
+        if ops is _HOST:
+            return base_lr * (start_factor + change * done / total_iters)
+        factor = jnp.where(
+            2 * done < total_iters,
+            start_factor + change * done / total_iters,
+            end_factor - change * (total_iters - done) / total_iters,
+        )
+        return base_lr * factor
+
+    return _schedule(formula)
 
 
 def exponential_lr(base_lr: float, gamma: float) -> Schedule:
@@ -336,6 +381,10 @@ def exponential_lr(base_lr: float, gamma: float) -> Schedule:
 def polynomial_lr(base_lr: float, total_iters: int = 5, power: float = 1.0) -> Schedule:
     """torch's ``PolynomialLR``: :math:`\\eta_t = \\eta_0 (1 - \\min(T, t) / T)^p`.
 
+    A Python step computes torch's closed form bit for bit. Array steps compute the base as
+    :math:`(T - \\min(T, t)) / T`: XLA would fuse torch's form into ``1 - t * (1 / T)``, which
+    leaves 1e-17 instead of 0 from step :math:`T` on.
+
     Args:
       base_lr: the group's initial learning rate :math:`\\eta_0`.
       total_iters: :math:`T`, the step from which the learning rate is 0.
@@ -344,9 +393,14 @@ def polynomial_lr(base_lr: float, total_iters: int = 5, power: float = 1.0) -> S
     Returns:
       The schedule ``step -> lr``.
     """
-    return _schedule(
-        lambda t, ops: base_lr * (1.0 - ops.minimum(total_iters, t) / total_iters) ** power
-    )
+
+    def formula(t, ops):
+        done = ops.minimum(total_iters, t)
+        if ops is _HOST:
+            return base_lr * (1.0 - done / total_iters) ** power
+        return base_lr * ((total_iters - done) / total_iters) ** power
+
+    return _schedule(formula)
 
 
 def _cosine(base_lr: Any, eta_min: Any, t: Any, period: Any, ops: _Ops) -> Any:
@@ -413,21 +467,21 @@ def cosine_annealing_warm_restarts(
       ValueError: torch's messages, for invalid ``T_0``, ``T_mult`` or ``eta_min``.
     """
     _check_warm_restarts(T_0, T_mult, eta_min)
-    # Arrays hold at most int32 steps (the count of scale_by_learning_rate saturates there).
+    if T_mult == 1:
+        return _schedule(lambda t, ops: _cosine(base_lr, eta_min, t % T_0, T_0, ops))
+    # Array steps are int32 at most (the count of scale_by_learning_rate saturates there).
     array_starts = _restart_starts(T_0, T_mult, jnp.iinfo(jnp.int32).max)
 
     def formula(t, ops):
-        if T_mult == 1:
-            return _cosine(base_lr, eta_min, t % T_0, T_0, ops)
         if ops is _HOST:
             starts = _restart_starts(T_0, T_mult, int(t))
             cycle = bisect.bisect_right(starts, t) - 1
         else:
-            starts = array_starts
-            cycle = jnp.searchsorted(jnp.asarray(starts, t.dtype), t, side="right") - 1
+            starts = jnp.asarray(array_starts, t.dtype)
+            cycle = jnp.searchsorted(starts, t, side="right") - 1
         # The cycle length as a float: exact, and free of integer overflow in the last cycle.
         period = T_0 * float(T_mult) ** cycle
-        return _cosine(base_lr, eta_min, t - ops.take(starts, cycle), period, ops)
+        return _cosine(base_lr, eta_min, t - starts[cycle], period, ops)
 
     return _schedule(formula)
 
@@ -494,6 +548,7 @@ def _cyclic(
     scale_fn: Callable[[Any], Any] | None,
     scale_mode: str,
 ) -> Schedule:
+    """:func:`cyclic_lr` (``rising``, from ``low``) or :func:`cyclic_momentum` (from ``high``)."""
     _check_cyclic_mode(mode, scale_fn)
     total_size, step_ratio = _cyclic_sizes(step_size_up, step_size_down)
     if scale_fn is None:
@@ -658,6 +713,7 @@ def _one_cycle(
     anneal_strategy: str,
     three_phase: bool,
 ) -> Schedule:
+    """:func:`one_cycle_lr` or :func:`one_cycle_momentum`: ``quantity`` between ``values``."""
     total_steps = _one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
     _check_one_cycle(pct_start, anneal_strategy)
     phases = _one_cycle_phases(total_steps, pct_start, three_phase)
@@ -778,7 +834,9 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> S
 
     def formula(t, ops):
         def from_schedule(index: int) -> Any:
-            here = lambda: schedules[index](t - starts[index])  # noqa: E731
+            def here() -> Any:
+                return schedules[index](t - starts[index])
+
             if index == len(milestones):
                 return here()
             return ops.cond(t < milestones[index], here, lambda: from_schedule(index + 1))
@@ -810,11 +868,7 @@ def chained_scheduler(schedules: Sequence[Schedule], base_lr: float) -> Schedule
       ValueError: torch's message, for no schedules.
     """
     schedules = list(schedules)
-    if not schedules:
-        raise ValueError(
-            "ChainedScheduler expects at least one scheduler to be chained, but got no "
-            "scheduler."
-        )
+    _check_schedule_count("ChainedScheduler", len(schedules), " to be chained")
 
     def formula(t, ops):
         lr = schedules[0](t)
