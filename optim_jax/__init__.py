@@ -5,8 +5,12 @@ pytrees, optax-compatible) and, built on them, torch-style stateful optimisers.
 """
 
 from optim_jax import lr_scheduler, schedules
+from optim_jax.adadelta import Adadelta, AdadeltaState, adadelta, scale_by_adadelta
+from optim_jax.adagrad import Adagrad, AdagradState, adagrad, scale_by_adagrad
 from optim_jax.adam import Adam, adam
+from optim_jax.adamax import Adamax, AdamaxState, adamax, scale_by_adamax
 from optim_jax.adamw import AdamW, adamw
+from optim_jax.asgd import ASGD, ASGDState, asgd, scale_by_asgd
 from optim_jax.base import (
     EmptyState,
     GradientTransformation,
@@ -18,13 +22,16 @@ from optim_jax.base import (
 from optim_jax.combine import PartitionState, chain, partition, view_as_real
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
 from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
+from optim_jax.nadam import NAdam, NAdamState, nadam, scale_by_nadam
 from optim_jax.optimizer import Optimizer, labelled, required
+from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
 from optim_jax.sgd import SGD, sgd
 from optim_jax.transform import (
     AdamState,
     MomentumState,
     ScheduleState,
     add_decayed_weights,
+    descent,
     negate,
     scale_by_adam,
     scale_by_learning_rate,
@@ -34,37 +41,62 @@ from optim_jax.transform import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adadelta",
+    "adadelta",
+    "AdadeltaState",
+    "Adagrad",
+    "adagrad",
+    "AdagradState",
     "Adam",
-    "AdamW",
-    "LBFGS",
-    "LBFGSState",
-    "Optimizer",
-    "SGD",
-    "labelled",
-    "lr_scheduler",
-    "schedules",
-    "required",
-    "AdamState",
-    "EmptyState",
-    "GradientTransformation",
-    "GradientTransformationExtraArgs",
-    "InjectHyperparamsState",
-    "MomentumState",
-    "PartitionState",
-    "ScheduleState",
     "adam",
+    "Adamax",
+    "adamax",
+    "AdamaxState",
+    "AdamState",
+    "AdamW",
     "adamw",
     "add_decayed_weights",
     "apply_updates",
+    "ASGD",
+    "asgd",
+    "ASGDState",
     "chain",
+    "descent",
+    "EmptyState",
+    "GradientTransformation",
+    "GradientTransformationExtraArgs",
     "identity",
     "inject_hyperparams",
+    "InjectHyperparamsState",
+    "labelled",
+    "LBFGS",
     "lbfgs",
     "lbfgs_step",
+    "LBFGSState",
+    "lr_scheduler",
+    "MomentumState",
+    "NAdam",
+    "nadam",
+    "NAdamState",
     "negate",
+    "Optimizer",
     "partition",
+    "PartitionState",
+    "RAdam",
+    "radam",
+    "RAdamState",
+    "required",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_asgd",
     "scale_by_learning_rate",
+    "scale_by_nadam",
+    "scale_by_radam",
+    "schedules",
+    "ScheduleState",
+    "SGD",
     "sgd",
     "trace_momentum",
     "view_as_real",

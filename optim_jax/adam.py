@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_jax.combine import chain, view_as_real
-from optim_jax.numerics import is_static_zero
+from optim_jax.combine import view_as_real
 from optim_jax.optimizer import Optimizer
 
 
@@ -50,13 +49,9 @@ def adam(
     validation.check_eps(eps)
     validation.check_betas(betas)
     validation.check_weight_decay(weight_decay)
-    decay = [] if is_static_zero(weight_decay) else [transform.add_decayed_weights(weight_decay)]
-    return view_as_real(chain(
-        *([transform.negate()] if maximize else []),
-        *([] if decoupled_weight_decay else decay),
-        transform.scale_by_adam(betas, eps, amsgrad),
-        *(decay if decoupled_weight_decay else []),
-        transform.scale_by_learning_rate(lr),
+    return view_as_real(transform.descent(
+        transform.scale_by_adam(betas, eps, amsgrad), lr, weight_decay,
+        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
     ))
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from optim_jax import transform, validation
-from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_jax.combine import chain
+from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule, identity
 from optim_jax.numerics import is_static_zero
 from optim_jax.optimizer import Optimizer
 
@@ -40,14 +39,11 @@ def sgd(
     validation.check_momentum(momentum)
     validation.check_weight_decay(weight_decay)
     validation.check_nesterov(nesterov, momentum, dampening)
-    return chain(
-        *([transform.negate()] if maximize else []),
-        *([] if is_static_zero(weight_decay) else [transform.add_decayed_weights(weight_decay)]),
-        *([] if is_static_zero(momentum) else [
-            transform.trace_momentum(momentum, dampening, nesterov)
-        ]),
-        transform.scale_by_learning_rate(lr),
+    core = (
+        identity() if is_static_zero(momentum)
+        else transform.trace_momentum(momentum, dampening, nesterov)
     )
+    return transform.descent(core, lr, weight_decay, maximize=maximize)
 
 
 class SGD(Optimizer):

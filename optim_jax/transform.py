@@ -14,7 +14,13 @@ import jax
 import jax.numpy as jnp
 
 from optim_jax import numerics
-from optim_jax.base import EmptyState, GradientTransformation, ScalarOrSchedule
+from optim_jax.base import (
+    EmptyState,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+)
+from optim_jax.combine import chain
 
 
 def _stateless(fn) -> GradientTransformation:
@@ -198,3 +204,42 @@ def scale_by_adam(
         return updates, AdamState(step, exp_avg, exp_avg_sq, max_exp_avg_sq)
 
     return GradientTransformation(init, update)
+
+
+def descent(
+    core: GradientTransformation,
+    lr: ScalarOrSchedule | None,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformationExtraArgs:
+    """torch.optim's frame around an algorithm's direction ``core``.
+
+    .. math::
+        g \\leftarrow \\pm g \\,[+ \\lambda \\theta], \\quad
+        u = -\\gamma \\,(\\operatorname{core}(g) \\,[+ \\lambda \\theta])
+
+    The decay term goes before ``core`` (L2 penalty on the gradient) or, with
+    ``decoupled_weight_decay``, after it (``theta *= 1 - lr * weight_decay``); a Python zero
+    ``weight_decay`` leaves it out, so the parameters are not read for it.
+
+    Args:
+      core: the algorithm's block, mapping the (signed, decayed) gradient to a direction.
+      lr: learning rate :math:`\\gamma`, a float, an array or a schedule ``step -> lr``;
+        ``None`` when ``core`` applies its own step size (ASGD's).
+      weight_decay: :math:`\\lambda`.
+      maximize: negate the gradient first, to maximise the objective.
+      decoupled_weight_decay: decay the weights directly instead of through the gradient.
+
+    Returns:
+      ``chain(negate?, decay?, core, decay?, scale_by_learning_rate(lr)?)``.
+    """
+    decay = [] if numerics.is_static_zero(weight_decay) else [add_decayed_weights(weight_decay)]
+    return chain(
+        *([negate()] if maximize else []),
+        *([] if decoupled_weight_decay else decay),
+        core,
+        *(decay if decoupled_weight_decay else []),
+        *([] if lr is None else [scale_by_learning_rate(lr)]),
+    )

@@ -1,7 +1,6 @@
 """L-BFGS against live torch.optim.LBFGS (float64): losses, params and evaluation counts after
 every step; convergence, vmap, float32, non-finite objectives, compile counts, state_dict."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp

@@ -418,9 +418,12 @@ def test_compiled_step_does_not_keep_the_first_batch_alive():
     opt = optim.SGD(jnp.zeros(3), lr=0.1)
     first = jnp.ones(3)
     ref = weakref.ref(first)
-    for batch in [first, jnp.full(3, 2.0)]:
+    def step_on(batch):
         opt.step(lambda p: jnp.sum(p * batch))
-    del first, batch
+
+    step_on(first)
+    step_on(jnp.full(3, 2.0))
+    del first
     gc.collect()
     assert ref() is None
 

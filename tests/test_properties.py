@@ -22,10 +22,18 @@ RICH_OPTIONS = {
 }
 
 
+# torch keeps ASGD's eta in a float32 tensor even for float64 params (so do we, for parity), so
+# its meta-gradient agrees with finite differences only to float32 precision.
+FINITE_DIFFERENCE_RTOL = {"asgd": 1e-3}
+
+
+def rich_options(name):
+    return RICH_OPTIONS.get(name, ALGORITHMS[name][2][-1])
+
+
 def build(name, injected=False):
-    factory, _, option_sets = ALGORITHMS[name]
-    options = RICH_OPTIONS.get(name, option_sets[-1])
-    return (optim.inject_hyperparams(factory) if injected else factory)(**options)
+    factory = ALGORITHMS[name][0]
+    return (optim.inject_hyperparams(factory) if injected else factory)(**rich_options(name))
 
 
 def steps(tx, params, grads_per_step, update=None):
@@ -118,12 +126,14 @@ def test_gradient_through_updates_matches_finite_differences(name, x64):
     grads = [jnp.asarray(rng.standard_normal(5)) for _ in range(3)]
 
     def meta_loss(lr):
-        tx = ALGORITHMS[name][0](**{**RICH_OPTIONS[name], "lr": lr})
+        tx = ALGORITHMS[name][0](**{**rich_options(name), "lr": lr})
         return jnp.sum(steps(tx, params, grads)[0] ** 2)
 
     lr, h = 0.05, 1e-6
     finite = (meta_loss(lr + h) - meta_loss(lr - h)) / (2 * h)
-    np.testing.assert_allclose(jax.grad(meta_loss)(lr), finite, rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(meta_loss)(lr), finite, rtol=FINITE_DIFFERENCE_RTOL.get(name, 1e-6)
+    )
 
 
 arrays = hnp.arrays(

@@ -1,0 +1,132 @@
+"""Adagrad (Duchi et al., 2011) as torch.optim.Adagrad computes it."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax import numerics, transform, validation
+from optim_jax.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+)
+from optim_jax.combine import view_as_real
+from optim_jax.optimizer import Optimizer
+
+
+class AdagradState(NamedTuple):
+    """torch's Adagrad state: ``step`` (updates made) and ``sum`` (of squared gradients)."""
+
+    step: jax.Array
+    sum: Any
+
+
+def scale_by_adagrad(
+    lr_decay: Any = 0.0, initial_accumulator_value: Any = 0.0, eps: Any = 1e-10
+) -> GradientTransformation:
+    """Adagrad's direction, with torch's learning-rate decay folded in.
+
+    .. math::
+        s_t = s_{t-1} + g_t^2 \\ (s_0 = v_0), \\qquad
+        u_t = \\frac{1}{1 + (t - 1)\\,\\eta}\\,\\frac{g_t}{\\sqrt{s_t} + \\epsilon}
+
+    Args:
+      lr_decay: :math:`\\eta`, the step size at step ``t`` is ``lr / (1 + (t - 1) * lr_decay)``.
+      initial_accumulator_value: :math:`v_0`, the starting value of every ``sum`` element.
+      eps: :math:`\\epsilon`, added to the square root.
+
+    Returns:
+      The block; multiply by ``-lr`` afterwards (:func:`optim_jax.scale_by_learning_rate`).
+    """
+
+    def init(params):
+        return AdagradState(
+            step=jnp.zeros([], jnp.int32),
+            sum=jax.tree.map(
+                lambda p: numerics.zeros_like(p) + numerics.like(initial_accumulator_value, p),
+                params,
+            ),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        step = numerics.increment(state.step)
+        # torch's clr = lr / (1 + (step - 1) * lr_decay), its lr part applied by the next block.
+        decay = 1 / (1 + (step.astype(numerics.scalar_dtype()) - 1) * lr_decay)
+        sums = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
+        updates = jax.tree.map(
+            lambda g, s: (g * numerics.like(decay, g)) / (jnp.sqrt(s) + numerics.like(eps, s)),
+            updates,
+            sums,
+        )
+        return updates, AdagradState(step, sums)
+
+    return GradientTransformation(init, update)
+
+
+def adagrad(
+    lr: ScalarOrSchedule = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Adagrad: per-coordinate step sizes shrinking with the accumulated squared gradients.
+
+    .. math::
+        g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
+        s_t = s_{t-1} + g_t^2, \\quad
+        \\theta_t = \\theta_{t-1} - \\frac{\\gamma}{1 + (t-1)\\eta}
+            \\frac{g_t}{\\sqrt{s_t} + \\epsilon}
+
+    Args:
+      lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      lr_decay: :math:`\\eta`, decay of the learning rate with the step count.
+      weight_decay: L2 penalty :math:`\\lambda` added to the gradient.
+      initial_accumulator_value: starting value :math:`s_0` of the sum of squares.
+      eps: :math:`\\epsilon`, added to the denominator.
+      maximize: maximise the objective instead of minimising it.
+
+    Returns:
+      The transform; its state holds torch's ``step`` and ``sum``. Complex parameters are
+      treated as (real, imag) pairs, as torch does (each part starts at
+      ``initial_accumulator_value``).
+    """
+    validation.check_lr(lr)
+    validation.require(lambda v: v >= 0.0, lr_decay, f"Invalid lr_decay value: {lr_decay}")
+    validation.check_weight_decay(weight_decay)
+    validation.require(
+        lambda v: v >= 0.0,
+        initial_accumulator_value,
+        f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
+    )
+    validation.check_eps(eps)
+    return view_as_real(transform.descent(
+        scale_by_adagrad(lr_decay, initial_accumulator_value, eps),
+        lr,
+        weight_decay,
+        maximize=maximize,
+    ))
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad over JAX pytrees: ``Adagrad(params, lr=1e-2, lr_decay=0, ...)``.
+
+    Arguments as :func:`adagrad`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    per parameter: ``step`` and ``sum``. As in torch, every group's ``sum`` starts at the
+    constructor's ``initial_accumulator_value``; a group's own value of it is kept in
+    ``param_groups`` but not used.
+    """
+
+    transform = staticmethod(adagrad)
+    static_zeros = ("weight_decay",)
+
+    def _init_state(self, group, structure):
+        # torch.optim.Adagrad fills `sum` from self.defaults, whatever the group says.
+        initial = {"initial_accumulator_value": self.defaults["initial_accumulator_value"]}
+        return super()._init_state({**group, **initial}, structure)

@@ -1,0 +1,112 @@
+"""Adamax (Kingma & Ba, 2015, section 7): Adam with an infinity norm, as torch.optim.Adamax."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax import numerics, transform, validation
+from optim_jax.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+)
+from optim_jax.combine import view_as_real
+from optim_jax.optimizer import Optimizer
+
+
+class AdamaxState(NamedTuple):
+    """torch's Adamax state: ``step``, ``exp_avg`` (first moment), ``exp_inf`` (infinity norm)."""
+
+    step: jax.Array
+    exp_avg: Any
+    exp_inf: Any
+
+
+def scale_by_adamax(
+    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8
+) -> GradientTransformation:
+    """Adamax's bias-corrected ratio of the first moment to the infinity norm.
+
+    .. math::
+        m_t = \\operatorname{lerp}(m_{t-1}, g_t, 1 - \\beta_1), \\quad
+        u_t = \\max(\\beta_2 u_{t-1}, |g_t| + \\epsilon), \\quad
+        d_t = \\frac{m_t}{(1 - \\beta_1^t)\\, u_t}
+
+    Args:
+      betas: :math:`(\\beta_1, \\beta_2)`, decays of the first moment and the infinity norm.
+      eps: :math:`\\epsilon`, added to :math:`|g_t|` (so :math:`u_t > 0`).
+
+    Returns:
+      The block, emitting :math:`d_t`; multiply by ``-lr`` afterwards.
+    """
+    beta1, beta2 = betas
+
+    def init(params):
+        zeros = lambda: jax.tree.map(numerics.zeros_like, params)  # noqa: E731
+        return AdamaxState(jnp.zeros([], jnp.int32), zeros(), zeros())
+
+    def update(updates, state, params=None):
+        del params
+        step = numerics.increment(state.step)
+        exp_avg = jax.tree.map(lambda m, g: numerics.lerp(m, g, 1 - beta1), state.exp_avg, updates)
+
+        def infinity_norm(u, g):
+            return jnp.maximum(u * numerics.like(beta2, u), jnp.abs(g) + numerics.like(eps, g))
+
+        exp_inf = jax.tree.map(infinity_norm, state.exp_inf, updates)
+        inverse_correction = 1 / numerics.bias_correction(beta1, step)
+        updates = jax.tree.map(
+            lambda m, u: (m * numerics.like(inverse_correction, m)) / u, exp_avg, exp_inf
+        )
+        return updates, AdamaxState(step, exp_avg, exp_inf)
+
+    return GradientTransformation(init, update)
+
+
+def adamax(
+    lr: ScalarOrSchedule = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Adamax: Adam whose second moment is replaced by an exponentially weighted infinity norm.
+
+    .. math::
+        g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+        u_t = \\max(\\beta_2 u_{t-1}, |g_t| + \\epsilon),
+
+        \\theta_t = \\theta_{t-1} - \\frac{\\gamma}{1-\\beta_1^t} \\frac{m_t}{u_t}
+
+    Args:
+      lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      betas: :math:`(\\beta_1, \\beta_2)`, decays of the first moment and the infinity norm.
+      eps: :math:`\\epsilon`, added to :math:`|g_t|`.
+      weight_decay: L2 penalty :math:`\\lambda` added to the gradient.
+      maximize: maximise the objective instead of minimising it.
+
+    Returns:
+      The transform; its state holds torch's ``step``, ``exp_avg`` and ``exp_inf``. Complex
+      parameters are treated as (real, imag) pairs, as torch does.
+    """
+    validation.check_lr(lr)
+    validation.check_eps(eps)
+    validation.check_betas(betas)
+    validation.check_weight_decay(weight_decay)
+    return view_as_real(transform.descent(scale_by_adamax(betas, eps), lr, weight_decay, maximize=maximize))
+
+
+class Adamax(Optimizer):
+    """torch.optim.Adamax over JAX pytrees: ``Adamax(params, lr=2e-3, betas=(0.9, 0.999), ...)``.
+
+    Arguments as :func:`adamax`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    per parameter: ``step``, ``exp_avg`` and ``exp_inf``.
+    """
+
+    transform = staticmethod(adamax)
+    static_zeros = ("weight_decay",)

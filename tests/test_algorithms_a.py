@@ -1,0 +1,157 @@
+"""Adagrad, Adadelta, Adamax, ASGD, NAdam and RAdam beyond the table-driven tests: complex
+parameters, ASGD's averaged parameters, torch's state names and float32 scalar state, torch's
+quirks kept (lazy ASGD eta, Adagrad's constructor-wide initial accumulator), and RAdam's
+cancellation-free rho_t."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algorithms import ALGORITHMS
+from conftest import like_tree, random_tree
+from test_parity import STEPS, assert_same_trajectory, jax_trajectory
+from test_stateful_parity import stateful_class
+from torch_reference import torch_trajectory
+
+from optim_jax.radam import sma_lengths
+
+COMPLEX_OPTIONS = {
+    "adagrad": {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1, "initial_accumulator_value": 0.2},
+    "adadelta": {"lr": 0.5, "weight_decay": 0.1, "maximize": True},
+    "adamax": {"lr": 0.05, "weight_decay": 0.1},
+    "asgd": {"lr": 0.05, "t0": 5, "lambd": 0.01, "weight_decay": 0.1, "maximize": True},
+    "nadam": {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
+    "radam": {"lr": 0.05, "betas": (0.9, 0.99), "weight_decay": 0.1},
+}
+
+
+def torch_optimizer(torch, name, tensors, options):
+    return getattr(torch.optim, ALGORITHMS[name][1])(tensors, **options, foreach=False)
+
+
+@pytest.mark.parametrize("name, options", COMPLEX_OPTIONS.items(), ids=list(COMPLEX_OPTIONS))
+def test_complex_params_match_torch(torch_module, x64, name, options):
+    rng = np.random.default_rng(3)
+    cplx = lambda shape: rng.standard_normal(shape) + 1j * rng.standard_normal(shape)  # noqa: E731
+    params = {"z": cplx((3, 2)), "r": rng.standard_normal(4)}
+    grads = [{"z": cplx((3, 2)), "r": rng.standard_normal(4)} for _ in range(STEPS)]
+    torch_cls = getattr(torch_module.optim, ALGORITHMS[name][1])
+    reference = torch_trajectory(torch_module, torch_cls, options, params, grads)
+    ours = jax_trajectory(ALGORITHMS[name][0](**options), params, grads)
+    assert_same_trajectory(ours, reference, np.float64)
+
+
+@pytest.mark.parametrize("name", list(COMPLEX_OPTIONS))
+def test_state_names_and_scalar_state_match_torch(torch_module, x64, name):
+    """The same state entries as torch's, and the scalar ones (ASGD's eta and mu, NAdam's
+    mu_product: float32 tensors in torch) bit-identical after 25 float64 steps."""
+    torch = torch_module
+    options = ALGORITHMS[name][2][-1]
+    rng = np.random.default_rng(7)
+    params = random_tree(rng, np.float64)
+    opt = stateful_class(name)(params, **options)
+    tensors = [torch.tensor(np.array(x), requires_grad=True) for x in jax.tree.leaves(params)]
+    theirs = torch_optimizer(torch, name, tensors, options)
+    for _ in range(STEPS):
+        grads = like_tree(rng, params)
+        opt.grad = grads
+        opt.step()
+        for t, g in zip(tensors, jax.tree.leaves(grads)):
+            t.grad = torch.tensor(np.array(g))
+        theirs.step()
+    for index, tensor in enumerate(tensors):
+        ours, reference = opt.state[index], theirs.state[tensor]
+        assert set(ours) == set(reference)
+        for key in ("eta", "mu", "mu_product"):
+            if key in ours:
+                assert ours[key].dtype == jnp.float32
+                assert float(ours[key]) == reference[key].item(), key
+        for key, value in reference.items():
+            np.testing.assert_allclose(
+                np.asarray(ours[key]), value.numpy(), rtol=1e-10, err_msg=key
+            )
+
+
+@pytest.mark.parametrize("t0", [0.0, 5, 1e6])
+def test_asgd_averaged_params_match_torch(torch_module, x64, t0):
+    """``ax`` follows torch's average (a copy of the params until t0 + 1, then the mean)."""
+    torch = torch_module
+    options = {"lr": 0.05, "t0": t0, "lambd": 0.01}
+    rng = np.random.default_rng(8)
+    params = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    tx = ALGORITHMS["asgd"][0](**options)
+    state = tx.init(jax.tree.map(jnp.asarray, params))
+    ours = jax.tree.map(jnp.asarray, params)
+    opt = stateful_class("asgd")(params, **options)
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    theirs = torch_optimizer(torch, "asgd", list(tensors.values()), options)
+    update = jax.jit(tx.update)
+    for _ in range(STEPS):
+        grads = like_tree(rng, params)
+        updates, state = update(grads, state, ours)
+        ours = jax.tree.map(jnp.add, ours, updates)
+        opt.grad = grads
+        opt.step()
+        for k, t in tensors.items():
+            t.grad = torch.tensor(grads[k])
+        theirs.step()
+        pure_ax = state[-1].ax
+        for i, k in enumerate(sorted(tensors)):
+            reference = theirs.state[tensors[k]]["ax"].numpy()
+            for ax in (pure_ax[k], opt.state[i]["ax"]):
+                np.testing.assert_allclose(np.asarray(ax), reference, rtol=1e-10, atol=1e-14)
+
+
+def test_asgd_first_eta_is_the_lr_of_the_first_step(torch_module):
+    """torch creates ASGD's state at the first step, with the lr the group has then."""
+    torch = torch_module
+    rng = np.random.default_rng(9)
+    params = rng.standard_normal(4).astype(np.float32)
+    opt = stateful_class("asgd")(params, lr=0.01)
+    tensor = torch.tensor(params, requires_grad=True)
+    theirs = torch.optim.ASGD([tensor], lr=0.01, foreach=False)
+    opt.param_groups[0]["lr"] = theirs.param_groups[0]["lr"] = 0.1
+    for _ in range(3):
+        grad = rng.standard_normal(4).astype(np.float32)
+        opt.grad = grad
+        opt.step()
+        tensor.grad = torch.tensor(grad)
+        theirs.step()
+        np.testing.assert_allclose(np.asarray(opt.params), tensor.detach().numpy(), rtol=1e-6)
+    assert float(opt.state[0]["eta"]) == theirs.state[tensor]["eta"].item()
+
+
+def test_adagrad_every_group_starts_from_the_constructor_accumulator(torch_module):
+    """torch.optim.Adagrad fills ``sum`` from its defaults, ignoring a group's own value."""
+    torch = torch_module
+    params = [np.ones(2, np.float32), np.ones(3, np.float32)]
+    groups = [{"params": params[0]}, {"params": params[1], "initial_accumulator_value": 5.0}]
+    opt = stateful_class("adagrad")(groups, initial_accumulator_value=0.5)
+    tensors = [torch.tensor(p) for p in params]
+    theirs = torch.optim.Adagrad(
+        [{"params": [tensors[0]]}, {"params": [tensors[1]], "initial_accumulator_value": 5.0}],
+        initial_accumulator_value=0.5,
+    )
+    for i, t in enumerate(tensors):
+        expected = theirs.state[t]["sum"].numpy()
+        np.testing.assert_array_equal(np.asarray(opt.state[i]["sum"]), expected)
+    assert opt.param_groups[1]["initial_accumulator_value"] == 5.0
+
+
+@pytest.mark.parametrize("beta2", [0.0, 0.5, 0.9, 0.99, 0.999, 0.9999])
+@pytest.mark.parametrize("traced", [False, True], ids=["constant", "array"])
+def test_radam_rho_t_is_accurate_in_float32(beta2, traced):
+    """torch's rho_t, evaluated in float64 on the host, reproduced in float32 arithmetic: no
+    cancellation (the direct formula is off by ~1e-2 in float32 for beta2 = 0.999)."""
+    steps = np.concatenate([np.arange(1, 40), [100, 1000, 10**4, 10**5, 10**6]])
+    beta = jnp.asarray(beta2, jnp.float32) if traced else beta2
+    b = float(np.float32(beta2)) if traced else beta2  # the float32 value the array holds
+    rho_inf, rho_t = jax.jit(lambda s: sma_lengths(beta, s))(jnp.asarray(steps, jnp.int32))
+    assert rho_t.dtype == jnp.float32
+    for t, ours in zip(steps, np.asarray(rho_t)):
+        bt = b ** float(t)
+        expected = 2 / (1 - b) - 1 - 2 * t * bt / (1 - bt) if b > 0 else 1.0
+        np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6, err_msg=f"step {t}")
+        assert (ours > 5) == (expected > 5)
+    np.testing.assert_allclose(rho_inf, 2 / (1 - b) - 1, rtol=1e-6)
