@@ -25,12 +25,14 @@ Run::
     python benchmarks/bench_step.py                     # full run, a few minutes on 2 cores
     python benchmarks/bench_step.py --quick             # small sizes, few repeats (smoke test)
     python benchmarks/bench_step.py --markdown out.md   # also write the report to out.md
+    python benchmarks/bench_step.py --algorithms        # every algorithm vs optax and torch
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import os
 import platform
 import statistics
@@ -370,21 +372,97 @@ def contention(start_wall: float, start_busy: float, start_own: float) -> str:
     )
 
 
+# -- every algorithm, one many-leaf case ------------------------------------------------------
+
+ALGORITHM_CASE = Case("200 leaves x 200x250", 200, 50_000, 20)
+QUICK_ALGORITHM_CASE = Case("10 leaves x 20x50", 10, 1_000, 3)
+
+# name -> (optim_jax factory name, its kwargs, optax counterpart or None, torch class or None).
+# The counterparts are the nearest optax transforms: same algorithm family, not always the same
+# defaults or numerics; the table compares step time, not trajectories.
+ALL_ALGORITHMS: dict[str, tuple[str, dict, Callable | None, str | None]] = {
+    "sgd": ("sgd", {"lr": LR, "momentum": MOMENTUM}, lambda: optax.sgd(LR, momentum=MOMENTUM), "SGD"),
+    "adam": ("adam", {"lr": LR}, lambda: optax.adam(LR), "Adam"),
+    "adamw": ("adamw", {"lr": LR}, lambda: optax.adamw(LR), "AdamW"),
+    "adagrad": ("adagrad", {"lr": LR}, lambda: optax.adagrad(LR), "Adagrad"),
+    "adadelta": ("adadelta", {"lr": 1.0}, lambda: optax.adadelta(1.0), "Adadelta"),
+    "adamax": ("adamax", {"lr": LR}, lambda: optax.adamax(LR), "Adamax"),
+    "asgd": ("asgd", {"lr": LR}, None, "ASGD"),
+    "nadam": ("nadam", {"lr": LR}, lambda: optax.nadam(LR), "NAdam"),
+    "radam": ("radam", {"lr": LR}, lambda: optax.radam(LR), "RAdam"),
+    "rmsprop": ("rmsprop", {"lr": LR}, lambda: optax.rmsprop(LR), "RMSprop"),
+    "rprop": ("rprop", {"lr": LR}, lambda: optax.rprop(LR), "Rprop"),
+    "adafactor": ("adafactor", {"lr": LR}, lambda: optax.adafactor(LR), "Adafactor"),
+    "muon": ("muon", {"lr": LR}, lambda: optax.contrib.muon(LR), "Muon"),
+}
+
+
+def algorithm_report(case: Case) -> str:
+    """Median ms of one step of every algorithm on ``case`` (2-d leaves): optim_jax and its optax
+    counterpart taking turns, then torch's class with ``foreach=True`` where torch has it."""
+    rng = np.random.default_rng(0)
+    shape = (case.size // 250, 250) if case.size >= 250 else (1, case.size)
+    host_params = [rng.standard_normal(shape, dtype=np.float32) for _ in range(case.leaves)]
+    host_grads = [rng.standard_normal(shape, dtype=np.float32) for _ in range(case.leaves)]
+    grads = [jnp.array(g) for g in host_grads]
+    lines = [
+        f"### Every algorithm, {case.name} (float32, {case.repeats} timed steps)",
+        "",
+        "| algorithm | optim_jax ms | optax ms | x optax | torch foreach ms | x torch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, (factory, kwargs, counterpart, torch_name) in ALL_ALGORITHMS.items():
+        ours = getattr(optim_jax, factory)(**kwargs)
+        steps = {"optim_jax": jax_step(ours, optim_jax.apply_updates, [jnp.array(p) for p in host_params], grads)}
+        if counterpart is not None:
+            steps["optax"] = jax_step(counterpart(), optax.apply_updates, [jnp.array(p) for p in host_params], grads)
+        timings = time_interleaved(steps, case.repeats)
+        del steps
+        gc.collect()
+        torch_ms = None
+        if torch_name is not None:
+            params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in host_params]
+            for p, g in zip(params, host_grads):
+                p.grad = torch.from_numpy(g)
+            cls = getattr(torch.optim, torch_name)
+            foreach = {"foreach": True} if "foreach" in inspect.signature(cls).parameters else {}
+            optimizer = cls(params, **kwargs, **foreach)  # torch's Muon has no foreach
+            with torch.no_grad():
+                torch_ms = time_steps(optimizer.step, case.repeats).median
+        ms = timings["optim_jax"].median
+        optax_ms = timings["optax"].median if "optax" in timings else None
+        lines.append(
+            f"| {name} | {ms:.2f} | {fmt(optax_ms, '.2f')} "
+            f"| {fmt(optax_ms and ms / optax_ms, '.2f')} | {fmt(torch_ms, '.2f')} "
+            f"| {fmt(torch_ms and ms / torch_ms, '.2f')} |"
+        )
+        gc.collect()
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     """Runs the benchmark, prints the report and returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
+    parser.add_argument(
+        "--algorithms", action="store_true",
+        help="instead: one step of every algorithm on one many-leaf case, vs optax and torch",
+    )
     args = parser.parse_args(argv)
     threads = cpu_count()
     torch.set_num_threads(threads)
     start = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
     print(header(threads), flush=True)
-    rows = []
-    for case in QUICK_CASES if args.quick else FULL_CASES:
-        rows += run_case(case)
-        print(f"  done: {case.name}", flush=True)
-    body = f"{contention(*start)}\n\n{table(rows)}\n\n{summary(rows)}"
+    if args.algorithms:
+        tables = algorithm_report(QUICK_ALGORITHM_CASE if args.quick else ALGORITHM_CASE)
+    else:
+        rows = []
+        for case in QUICK_CASES if args.quick else FULL_CASES:
+            rows += run_case(case)
+            print(f"  done: {case.name}", flush=True)
+        tables = f"{table(rows)}\n\n{summary(rows)}"
+    body = f"{contention(*start)}\n\n{tables}"
     report = f"{header(threads)}\n{body}\n"
     print(body)
     if args.markdown:

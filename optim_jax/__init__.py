@@ -6,6 +6,7 @@ pytrees, optax-compatible) and, built on them, torch-style stateful optimisers.
 
 from optim_jax import lr_scheduler, schedules
 from optim_jax.adadelta import Adadelta, AdadeltaState, adadelta, scale_by_adadelta
+from optim_jax.adafactor import Adafactor, AdafactorState, adafactor, scale_by_adafactor
 from optim_jax.adagrad import Adagrad, AdagradState, adagrad, scale_by_adagrad
 from optim_jax.adam import Adam, adam
 from optim_jax.adamax import Adamax, AdamaxState, adamax, scale_by_adamax
@@ -22,10 +23,21 @@ from optim_jax.base import (
 from optim_jax.combine import PartitionState, chain, partition, view_as_real
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
 from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
+from optim_jax.muon import (
+    Muon,
+    MuonState,
+    muon,
+    scale_by_newton_schulz,
+    trace_muon_momentum,
+    zeropower_via_newtonschulz,
+)
 from optim_jax.nadam import NAdam, NAdamState, nadam, scale_by_nadam
 from optim_jax.optimizer import Optimizer, labelled, required
 from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
+from optim_jax.rmsprop import RMSprop, RMSpropState, rmsprop, scale_by_rms
+from optim_jax.rprop import Rprop, RpropState, rprop, scale_by_rprop
 from optim_jax.sgd import SGD, sgd
+from optim_jax.sparse_adam import SparseAdam, scale_by_sparse_adam, sparse_adam
 from optim_jax.transform import (
     AdamState,
     MomentumState,
@@ -44,6 +56,9 @@ __all__ = [
     "Adadelta",
     "adadelta",
     "AdadeltaState",
+    "Adafactor",
+    "adafactor",
+    "AdafactorState",
     "Adagrad",
     "adagrad",
     "AdagradState",
@@ -75,6 +90,9 @@ __all__ = [
     "LBFGSState",
     "lr_scheduler",
     "MomentumState",
+    "Muon",
+    "muon",
+    "MuonState",
     "NAdam",
     "nadam",
     "NAdamState",
@@ -86,19 +104,34 @@ __all__ = [
     "radam",
     "RAdamState",
     "required",
+    "RMSprop",
+    "rmsprop",
+    "RMSpropState",
+    "Rprop",
+    "rprop",
+    "RpropState",
     "scale_by_adadelta",
+    "scale_by_adafactor",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_asgd",
     "scale_by_learning_rate",
     "scale_by_nadam",
+    "scale_by_newton_schulz",
     "scale_by_radam",
+    "scale_by_rms",
+    "scale_by_rprop",
+    "scale_by_sparse_adam",
     "schedules",
     "ScheduleState",
     "SGD",
     "sgd",
+    "sparse_adam",
+    "SparseAdam",
     "trace_momentum",
+    "trace_muon_momentum",
     "view_as_real",
     "with_extra_args_support",
+    "zeropower_via_newtonschulz",
 ]

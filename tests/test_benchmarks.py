@@ -9,9 +9,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run(script: str, out: Path) -> str:
+def run(script: str, out: Path, *flags: str) -> str:
     subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--quick", "--markdown", str(out)],
+        [sys.executable, str(BENCHMARKS / script), "--quick", *flags, "--markdown", str(out)],
         check=True, capture_output=True, text=True, timeout=300,
     )
     return out.read_text()
@@ -33,3 +33,10 @@ def test_bench_wrapper_reports_every_implementation(tmp_path):
     report = run("bench_wrapper.py", tmp_path / "wrapper.md")
     for impl in ("(a) jax.jit + optax.adam", "(b) optim_jax.Adam", "(c) flax nnx.Optimizer", "(d) torch eager"):
         assert impl in report
+
+
+def test_bench_step_covers_every_algorithm(tmp_path):
+    report = run("bench_step.py", tmp_path / "algorithms.md", "--algorithms")
+    for name in ("sgd", "adam", "adamw", "adagrad", "adadelta", "adamax", "asgd", "nadam",
+                 "radam", "rmsprop", "rprop", "adafactor", "muon"):
+        assert f"| {name} |" in report

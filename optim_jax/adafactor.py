@@ -1,0 +1,227 @@
+"""Adafactor (Shazeer & Stern, 2018) as torch.optim.Adafactor (torch >= 2.5) computes it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax import numerics, transform, validation
+from optim_jax.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+)
+from optim_jax.numerics import is_static_zero
+from optim_jax.optimizer import Optimizer
+
+
+def norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+    """torch's ``Tensor.norm()``: the 2-norm accumulated in at least float32, returned in
+    ``x``'s dtype (a bfloat16 tensor's norm is rounded to bfloat16, as torch's is)."""
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return jnp.sqrt(jnp.sum(wide * wide, axis=axis, keepdims=keepdims)).astype(x.dtype)
+
+
+def reject_complex(params: Any, message: str) -> None:
+    """Raises torch's ``RuntimeError(message)`` if a leaf of ``params`` is complex."""
+    if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(params)):
+        raise RuntimeError(message)
+
+
+class AdafactorState(NamedTuple):
+    """torch's Adafactor state names.
+
+    ``row_var`` and ``col_var`` (shapes ``(..., R, 1)`` and ``(..., 1, C)``) hold the factored
+    second moment of parameters with two or more dimensions, ``variance`` the full second moment
+    of scalars and vectors. A parameter's leaf in the fields it does not use is an empty array
+    of shape ``(0,)`` (torch has no entry there), since every field is a tree shaped like the
+    params.
+    """
+
+    step: jax.Array
+    row_var: Any
+    col_var: Any
+    variance: Any
+
+
+def _placeholder(p: jax.Array) -> jax.Array:
+    return jnp.zeros((0,), p.dtype)
+
+
+def scale_by_adafactor(
+    lr: ScalarOrSchedule = 1e-2,
+    beta2_decay: Any = -0.8,
+    eps: tuple[Any, Any] = (None, 1e-3),
+    d: Any = 1.0,
+    weight_decay: Any = 0.0,
+) -> GradientTransformation:
+    """Adafactor's factored second-moment step, with its relative step size and update
+    clipping, as torch computes it. The output is the full update (learning rate and decoupled
+    weight decay included).
+
+    .. math::
+        \\hat\\beta_{2,t} = 1 - t^{\\tau}, \\quad
+        \\rho_t = \\min(\\gamma, 1/\\sqrt t), \\quad
+        \\alpha_t = \\max(\\epsilon_2, \\operatorname{RMS}(\\theta_{t-1}))\\, \\rho_t,
+
+        R_t = \\operatorname{lerp}(R_{t-1}, \\operatorname{mean}_{-1}(g_t^2), 1-\\hat\\beta_{2,t}),
+        \\quad C_t = \\operatorname{lerp}(C_{t-1}, \\operatorname{mean}_{-2}(g_t^2),
+        1-\\hat\\beta_{2,t}), \\quad
+        \\hat V_t = \\frac{R_t C_t}{\\max(\\operatorname{mean}_{-2}(R_t), \\epsilon_1)}
+
+    for parameters of two or more dimensions (:math:`\\hat V_t = \\operatorname{lerp}(\\hat
+    V_{t-1}, g_t^2, 1-\\hat\\beta_{2,t})` for scalars and vectors), then
+
+    .. math::
+        U_t = \\frac{g_t}{\\sqrt{\\max(\\hat V_t, \\epsilon_1^2)}}, \\quad
+        u_t = -\\frac{\\alpha_t}{\\max(1, \\operatorname{RMS}(U_t)/d)} U_t
+              - \\gamma \\lambda \\theta_{t-1}.
+
+    Args:
+      lr: :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      beta2_decay: :math:`\\tau \\le 0`, the decay exponent of the second-moment weight.
+      eps: :math:`(\\epsilon_1, \\epsilon_2)`; :math:`\\epsilon_1` ``None`` means the machine
+        epsilon of the dtype of the tree's first leaf (torch takes the group's first
+        parameter's and keeps it for the whole group).
+      d: :math:`d \\ge 1`, the update clipping threshold.
+      weight_decay: :math:`\\lambda`, decoupled weight decay.
+
+    Returns:
+      The transform; its state is an :class:`AdafactorState`.
+    """
+    eps1, eps2 = eps
+
+    def init(params):
+        reject_complex(params, "Adafactor does not support complex parameters")
+
+        def fields(p):
+            if jnp.ndim(p) > 1:
+                return (numerics.zeros_like(p[..., :1]), numerics.zeros_like(p[..., :1, :]),
+                        _placeholder(p))
+            return _placeholder(p), _placeholder(p), numerics.zeros_like(p)
+
+        row_var, col_var, variance = jax.tree.transpose(
+            jax.tree.structure(params), None, jax.tree.map(fields, params)
+        )
+        return AdafactorState(jnp.zeros([], jnp.int32), row_var, col_var, variance)
+
+    def update(updates, state, params=None):
+        transform._require_params(params, "scale_by_adafactor")
+        leaves = jax.tree.leaves(updates)
+        if not leaves:
+            return updates, state
+        dtype = numerics.scalar_dtype()
+        first_eps = float(jnp.finfo(leaves[0].dtype).eps) if eps1 is None else eps1
+        group_lr = numerics.resolve(lr, state.step)
+        step = numerics.increment(state.step)
+        t = step.astype(dtype)
+        one_minus_beta2 = jnp.power(t, jnp.asarray(beta2_decay, dtype))
+        rho = jnp.minimum(jnp.asarray(group_lr, dtype), 1 / jnp.sqrt(t))
+
+        def one(g, p, row_var, col_var, variance):
+            alpha = jnp.maximum(
+                jnp.asarray(eps2, dtype), norm(p).astype(dtype) / math.sqrt(p.size)
+            ) * rho
+            if g.ndim > 1:
+                row_mean = jnp.square(norm(g, axis=-1, keepdims=True)) / g.shape[-1]
+                row_var = numerics.lerp(row_var, row_mean, one_minus_beta2)
+                col_mean = jnp.square(norm(g, axis=-2, keepdims=True)) / g.shape[-2]
+                col_var = numerics.lerp(col_var, col_mean, one_minus_beta2)
+                estimate = (row_var * col_var) / jnp.maximum(
+                    jnp.mean(row_var, axis=-2, keepdims=True), numerics.like(first_eps, g)
+                )
+            else:
+                variance = numerics.lerp(variance, g * g, one_minus_beta2)
+                estimate = variance
+            direction = jax.lax.rsqrt(
+                jnp.maximum(estimate, numerics.like(first_eps * first_eps, g))
+            ) * g
+            denom = jnp.maximum(
+                1.0, norm(direction).astype(dtype) / (math.sqrt(direction.size) * d)
+            )
+            u = direction * numerics.like(-alpha / denom, g)
+            if not is_static_zero(weight_decay):
+                u = u - numerics.like(group_lr * weight_decay, p) * p
+            return u, row_var, col_var, variance
+
+        results = jax.tree.map(
+            one, updates, params, state.row_var, state.col_var, state.variance
+        )
+        new_updates, row_var, col_var, variance = jax.tree.transpose(
+            jax.tree.structure(updates), None, results
+        )
+        return new_updates, AdafactorState(step, row_var, col_var, variance)
+
+    return GradientTransformation(init, update)
+
+
+def adafactor(
+    lr: ScalarOrSchedule = 1e-2,
+    beta2_decay: float = -0.8,
+    eps: tuple[float | None, float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Adafactor, torch's version: a second moment factored into row and column means for
+    matrices (and batches of them), a relative step size, and update clipping.
+
+    .. math::
+        \\theta_t = \\theta_{t-1} - \\gamma\\lambda\\theta_{t-1}
+            - \\frac{\\max(\\epsilon_2, \\operatorname{RMS}(\\theta_{t-1}))
+              \\min(\\gamma, 1/\\sqrt t)}{\\max(1, \\operatorname{RMS}(U_t)/d)}\\, U_t,
+        \\qquad U_t = \\frac{\\pm g_t}{\\sqrt{\\max(\\hat V_t, \\epsilon_1^2)}}
+
+    with :math:`\\hat V_t` the (factored) second moment estimate of :func:`scale_by_adafactor`.
+
+    Args:
+      lr: :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      beta2_decay: :math:`\\tau \\le 0`: the second moment's weight on the new gradient is
+        :math:`t^{\\tau}`.
+      eps: :math:`(\\epsilon_1, \\epsilon_2)`: :math:`\\epsilon_1` bounds the second moment
+        below (``None``: the params' dtype's machine epsilon), :math:`\\epsilon_2` the
+        parameter scale.
+      d: clipping threshold :math:`d \\ge 1` on the update's RMS.
+      weight_decay: :math:`\\lambda`, decoupled weight decay scaled by ``lr``.
+      maximize: maximise the objective instead of minimising it.
+
+    Returns:
+      The transform; its state holds torch's ``step``, ``row_var``, ``col_var`` and
+      ``variance``. Complex parameters raise ``RuntimeError`` at ``init``, as torch does at
+      its first step.
+    """
+    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+        raise ValueError(f"Invalid eps: {eps!r} (expected a pair (eps1, eps2))")
+    validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}")
+    validation.require(
+        lambda v: v <= 0.0, beta2_decay, f"beta2_decay should be <= 0 but is: {beta2_decay}"
+    )
+    if eps[0] is not None:
+        validation.require(lambda v: v >= 0.0, eps[0], f"epsilon1 should be >= 0 but is: {eps[0]}")
+    validation.require(lambda v: v >= 0.0, eps[1], f"epsilon2 should be >= 0 but is: {eps[1]}")
+    validation.require(
+        lambda v: v >= 1.0, d, f"Clipping threshold d should be >= 1 but is: {d}"
+    )
+    validation.require(
+        lambda v: v >= 0.0, weight_decay, f"weight_decay should be >= 0 but is: {weight_decay}"
+    )
+    return transform.descent(
+        scale_by_adafactor(lr, beta2_decay, eps, d, weight_decay), None, maximize=maximize
+    )
+
+
+class Adafactor(Optimizer):
+    """torch.optim.Adafactor over JAX pytrees: ``Adafactor(params, lr=1e-2, beta2_decay=-0.8,
+    eps=(None, 1e-3), d=1.0, weight_decay=0.0, *, maximize=False)``.
+
+    Arguments as :func:`adafactor`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    per parameter: ``step`` and ``row_var``/``col_var`` (two or more dimensions) or
+    ``variance`` (scalars, vectors); the unused ones are empty ``(0,)`` arrays.
+    """
+
+    transform = staticmethod(adafactor)
+    static_zeros = ("weight_decay",)

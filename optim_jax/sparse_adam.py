@@ -1,0 +1,151 @@
+"""SparseAdam: Adam restricted to the entries a gradient has, as torch.optim.SparseAdam.
+
+JAX has no sparse gradients; a gradient's **non-zero** entries play the part of the stored
+entries of torch's sparse gradient. Only those entries' moments and parameters move; the others
+keep their values exactly (their update is ``-0.0``, which leaves any float unchanged). This is
+what torch computes for ``grad.to_sparse()`` of the same values. One difference remains: an
+entry that torch's sparse gradient stores explicitly with the value zero does move in torch
+(its moments decay), and does not move here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax import numerics, transform, validation
+from optim_jax.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+)
+from optim_jax.optimizer import Optimizer
+from optim_jax.transform import AdamState
+
+
+def scale_by_sparse_adam(
+    lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps=1e-8
+) -> GradientTransformation:
+    """torch's SparseAdam step on the non-zero entries of the gradient. The output is the full
+    update (learning rate included); entries where the gradient is zero get ``-0.0``.
+
+    On the entries where :math:`g_t \\ne 0`:
+
+    .. math::
+        m_t = m_{t-1} + (1 - \\beta_1)(g_t - m_{t-1}), \\quad
+        v_t = v_{t-1} + (1 - \\beta_2)(g_t^2 - v_{t-1}),
+
+        u_t = -\\frac{\\gamma \\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}\\,
+              \\frac{m_t}{\\sqrt{v_t} + \\epsilon}
+
+    and :math:`m_t = m_{t-1}`, :math:`v_t = v_{t-1}`, :math:`u_t = 0` elsewhere. ``step``
+    counts every update, with or without entries (as torch's does).
+
+    Args:
+      lr: :math:`\\gamma`, a float or a schedule ``step -> lr``.
+      betas: :math:`(\\beta_1, \\beta_2)`.
+      eps: :math:`\\epsilon`, added to the denominator.
+
+    Returns:
+      The transform; its state is an :class:`optim_jax.AdamState` (torch's ``step``,
+      ``exp_avg``, ``exp_avg_sq``; no ``max_exp_avg_sq``).
+    """
+    beta1, beta2 = betas
+
+    def init(params):
+        zeros = lambda: jax.tree.map(numerics.zeros_like, params)  # noqa: E731
+        return AdamState(jnp.zeros([], jnp.int32), zeros(), zeros(), None)
+
+    def update(updates, state, params=None):
+        del params
+        step = numerics.increment(state.step)
+        dtype = numerics.scalar_dtype()
+        # step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t), in the scalar dtype
+        step_size = (
+            jnp.asarray(numerics.resolve(lr, state.step), dtype)
+            * jnp.sqrt(numerics.bias_correction(beta2, step))
+            / numerics.bias_correction(beta1, step)
+        )
+
+        def one(g, m, v):
+            entry = g != 0
+            m_delta = (g - m) * numerics.like(1 - beta1, g)
+            v_delta = (g * g - v) * numerics.like(1 - beta2, g)
+            numer = m_delta + m
+            denom = jnp.sqrt(v_delta + v) + numerics.like(eps, g)
+            u = numerics.like(-step_size, g) * (numer / denom)
+            return (
+                jnp.where(entry, u, jnp.full_like(u, -0.0)),
+                jnp.where(entry, m + m_delta, m),
+                jnp.where(entry, v + v_delta, v),
+            )
+
+        results = jax.tree.map(one, updates, state.exp_avg, state.exp_avg_sq)
+        new_updates, exp_avg, exp_avg_sq = jax.tree.transpose(
+            jax.tree.structure(updates), None, results
+        )
+        return new_updates, AdamState(step, exp_avg, exp_avg_sq, None)
+
+    return GradientTransformation(init, update)
+
+
+def _reject_complex(params, group: int = 0) -> None:
+    indices = [[group, i] for i, p in enumerate(jax.tree.leaves(params)) if jnp.iscomplexobj(p)]
+    if indices:
+        raise ValueError(
+            f"Complex params at indices {indices}: SparseAdam does not support complex parameters"
+        )
+
+
+def sparse_adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    maximize: bool = False,
+) -> GradientTransformationExtraArgs:
+    """SparseAdam: Adam whose moments and parameters move only where the gradient has entries
+    (here: is non-zero), for embedding-style gradients that touch few rows.
+
+    .. math::
+        \\theta_t = \\theta_{t-1} - \\frac{\\gamma \\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}
+            \\frac{m_t}{\\sqrt{v_t} + \\epsilon} \\quad \\text{where } g_t \\ne 0
+
+    with the masked moments of :func:`scale_by_sparse_adam`.
+
+    Args:
+      lr: :math:`\\gamma > 0`, a float or a schedule ``step -> lr``.
+      betas: :math:`(\\beta_1, \\beta_2)`, decay rates of the moment estimates.
+      eps: :math:`\\epsilon > 0`.
+      maximize: maximise the objective instead of minimising it.
+
+    Returns:
+      The transform; its state holds torch's ``step``, ``exp_avg`` and ``exp_avg_sq``.
+      Complex parameters raise torch's ``ValueError`` at ``init``.
+    """
+    validation.require(lambda v: v > 0.0, lr, f"Invalid learning rate: {lr}")
+    validation.require(lambda v: v > 0.0, eps, f"Invalid epsilon value: {eps}")
+    validation.check_betas(betas)
+    inner = scale_by_sparse_adam(lr, betas, eps)
+
+    def init(params):
+        _reject_complex(params)
+        return inner.init(params)
+
+    return transform.descent(GradientTransformation(init, inner.update), None, maximize=maximize)
+
+
+class SparseAdam(Optimizer):
+    """torch.optim.SparseAdam over JAX pytrees: ``SparseAdam(params, lr=1e-3, betas=(0.9,
+    0.999), eps=1e-8, maximize=False)``; zero gradient entries stand for absent sparse entries.
+
+    Arguments as :func:`sparse_adam`; ``params`` as :class:`optim_jax.Optimizer` takes them.
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    transform = staticmethod(sparse_adam)
+
+    def _add_group(self, param_group):
+        # torch names the offending parameter by [group index, index in group]
+        if isinstance(param_group, dict):
+            _reject_complex(param_group.get("params"), len(self.param_groups))
+        super()._add_group(param_group)
