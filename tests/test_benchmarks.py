@@ -40,3 +40,9 @@ def test_bench_step_covers_every_algorithm(tmp_path):
     for name in ("sgd", "adam", "adamw", "adagrad", "adadelta", "adamax", "asgd", "nadam",
                  "radam", "rmsprop", "rprop", "adafactor", "muon"):
         assert f"| {name} |" in report
+
+
+def test_bench_lbfgs_reports_every_solver(tmp_path):
+    report = run("bench_lbfgs.py", tmp_path / "lbfgs.md")
+    for solver in ("optim_jax", "torch", "scipy", "optax"):
+        assert f"| Rosenbrock 2-d | {solver} |" in report
