@@ -62,6 +62,7 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import optim_jax  # noqa: E402
+from bench_step import busy_cpu_seconds, cpu_count, own_cpu_seconds  # noqa: E402
 
 TOLERANCE_GRAD = 1e-5
 MAX_ITER = 1000
@@ -278,28 +279,6 @@ MAKERS = {"optim_jax": make_optim_jax, "torch": make_torch, "scipy": make_scipy,
 
 
 # -- timing and report -----------------------------------------------------------------------
-
-
-def cpu_count() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all processes have used since boot (Linux ``/proc/stat``; 0 elsewhere)."""
-    if not os.path.exists("/proc/stat"):
-        return 0.0
-    with open("/proc/stat") as f:
-        ticks = [int(t) for t in f.readline().split()[1:9]]
-    idle, iowait = ticks[3], ticks[4]
-    return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds this process has used."""
-    return sum(os.times()[:2])
 
 
 class CpuClock:
