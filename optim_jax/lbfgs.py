@@ -240,49 +240,50 @@ def _strong_wolfe(evaluate, x, t, d, f, g, gtd, max_ls):
 
 
 def _direction(state: LBFGSState, flat_grad: jax.Array, history_size: int) -> LBFGSState:
-    """New search direction ``d`` (two-loop recursion) after recording the last curvature pair."""
+    """New search direction ``d`` (two-loop recursion) after recording the last curvature pair.
 
-    def first(state):
-        return state._replace(d=-flat_grad, num_old=jnp.zeros_like(state.num_old),
-                              head=jnp.zeros_like(state.head), H_diag=jnp.ones_like(state.H_diag))
+    The history is updated with masked writes rather than ``lax.cond`` branches: a branch that
+    returns the ``(history_size, n)`` buffers makes XLA copy them every iteration.
+    """
+    first = state.n_iter == 1  # torch starts a fresh history, d = -g
+    y = flat_grad - state.prev_flat_grad
+    s = state.d * state.t
+    ys = y @ s
+    record = (ys > 1e-10) & ~first
+    full = state.num_old == history_size
+    row = (state.head + jnp.where(full, 0, state.num_old)) % history_size
 
-    def later(state):
-        y = flat_grad - state.prev_flat_grad
-        s = state.d * state.t
-        ys = y @ s
+    def write(buffer, value):
+        return buffer.at[row].set(jnp.where(record, value, buffer[row]))
 
-        def record(state):
-            full = state.num_old == history_size
-            row = (state.head + jnp.where(full, 0, state.num_old)) % history_size
-            return state._replace(
-                old_dirs=state.old_dirs.at[row].set(y),
-                old_stps=state.old_stps.at[row].set(s),
-                ro=state.ro.at[row].set(1.0 / ys),
-                num_old=jnp.where(full, state.num_old, state.num_old + 1),
-                head=jnp.where(full, (state.head + 1) % history_size, state.head),
-                H_diag=ys / (y @ y),
-            )
+    state = state._replace(
+        old_dirs=write(state.old_dirs, y),
+        old_stps=write(state.old_stps, s),
+        ro=write(state.ro, 1.0 / ys),
+        num_old=jnp.where(first, 0, jnp.where(record & ~full, state.num_old + 1, state.num_old)),
+        head=jnp.where(first, 0, jnp.where(record & full, (state.head + 1) % history_size,
+                                           state.head)),
+        H_diag=jnp.where(first, 1, jnp.where(record, ys / (y @ y), state.H_diag)),
+    )
+    state = state._replace(num_old=state.num_old.astype(jnp.int32),
+                           head=state.head.astype(jnp.int32),
+                           H_diag=state.H_diag.astype(flat_grad.dtype))
+    rows = lambda i: (state.head + i) % history_size  # noqa: E731  (logical -> ring row)
 
-        state = jax.lax.cond(ys > 1e-10, record, lambda s: s, state)
-        rows = lambda i: (state.head + i) % history_size  # noqa: E731  (logical -> ring row)
+    def backward(k, carry):
+        q, al = carry
+        i = state.num_old - 1 - k
+        al_i = (state.old_stps[rows(i)] @ q) * state.ro[rows(i)]
+        return q + (-al_i) * state.old_dirs[rows(i)], al.at[i].set(al_i)
 
-        def backward(k, carry):
-            q, al = carry
-            i = state.num_old - 1 - k
-            al_i = (state.old_stps[rows(i)] @ q) * state.ro[rows(i)]
-            return q + (-al_i) * state.old_dirs[rows(i)], al.at[i].set(al_i)
+    q, al = jax.lax.fori_loop(0, state.num_old, backward, (-flat_grad, jnp.zeros_like(state.ro)))
 
-        q, al = jax.lax.fori_loop(0, state.num_old, backward,
-                                  (-flat_grad, jnp.zeros_like(state.ro)))
+    def forward(i, r):
+        be_i = (state.old_dirs[rows(i)] @ r) * state.ro[rows(i)]
+        return r + (al[i] - be_i) * state.old_stps[rows(i)]
 
-        def forward(i, r):
-            be_i = (state.old_dirs[rows(i)] @ r) * state.ro[rows(i)]
-            return r + (al[i] - be_i) * state.old_stps[rows(i)]
-
-        d = jax.lax.fori_loop(0, state.num_old, forward, q * state.H_diag)
-        return state._replace(d=d)
-
-    return jax.lax.cond(state.n_iter == 1, first, later, state)
+    d = jax.lax.fori_loop(0, state.num_old, forward, q * state.H_diag)
+    return state._replace(d=jnp.where(first, -flat_grad, d))
 
 
 class _Iterate(NamedTuple):
