@@ -45,10 +45,7 @@ def adam(
       AMSGrad, ``max_exp_avg_sq``. Complex parameters are treated as (real, imag) pairs, as
       torch does.
     """
-    validation.check_lr(lr)
-    validation.check_eps(eps)
-    validation.check_betas(betas)
-    validation.check_weight_decay(weight_decay)
+    validation.check_adam_family(lr, betas, eps, weight_decay)
     return view_as_real(transform.descent(
         transform.scale_by_adam(betas, eps, amsgrad), lr, weight_decay,
         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,

@@ -126,10 +126,7 @@ def nadam(
       torch keeps it), ``exp_avg`` and ``exp_avg_sq``. Complex parameters are treated as
       (real, imag) pairs, as torch does.
     """
-    validation.check_lr(lr)
-    validation.check_eps(eps)
-    validation.check_betas(betas)
-    validation.check_weight_decay(weight_decay)
+    validation.check_adam_family(lr, betas, eps, weight_decay)
     validation.require(
         lambda v: v >= 0.0, momentum_decay, f"Invalid momentum_decay value: {momentum_decay}"
     )

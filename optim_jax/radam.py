@@ -170,10 +170,7 @@ def radam(
       The transform; its state holds torch's ``step``, ``exp_avg`` and ``exp_avg_sq``. Complex
       parameters are treated as (real, imag) pairs, as torch does.
     """
-    validation.check_lr(lr)
-    validation.check_eps(eps)
-    validation.check_betas(betas)
-    validation.check_weight_decay(weight_decay)
+    validation.check_adam_family(lr, betas, eps, weight_decay)
     return view_as_real(transform.descent(
         scale_by_radam(betas, eps),
         lr,

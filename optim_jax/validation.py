@@ -85,3 +85,11 @@ def check_nesterov(nesterov: bool, momentum: Any, dampening: Any) -> None:
     m, d = concrete(momentum), concrete(dampening)
     if (m is not None and m <= 0) or (d is not None and d != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
+def check_adam_family(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
+    """The checks torch's Adam-family constructors run, in torch's order."""
+    check_lr(lr)
+    check_eps(eps)
+    check_betas(betas)
+    check_weight_decay(weight_decay)
