@@ -62,7 +62,7 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import optim_jax  # noqa: E402
-from bench_step import busy_cpu_seconds, cpu_count, own_cpu_seconds  # noqa: E402
+from bench_step import busy_cpu_seconds, cpu_count, own_cpu_seconds, publish  # noqa: E402
 
 TOLERANCE_GRAD = 1e-5
 MAX_ITER = 1000
@@ -414,11 +414,7 @@ def main(argv: list[str] | None = None) -> str:
     body = (f"{contention}\n{verdict(blocks)}\n\n{results_table(blocks)}\n\n"
             f"{summary_table(blocks)}")
     report = f"{header(threads, repeats)}\n{body}\n"
-    print(body)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report)
-    return report
+    return publish(report, body, args.markdown)
 
 
 if __name__ == "__main__":

@@ -440,6 +440,16 @@ def algorithm_report(case: Case) -> str:
     return "\n".join(lines)
 
 
+def publish(report: str, body: str, markdown: str | None) -> str:
+    """Prints ``body`` (the header was printed first), writes ``report`` to ``markdown`` if
+    given, and returns ``report``."""
+    print(body)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(report)
+    return report
+
+
 def main(argv: list[str] | None = None) -> str:
     """Runs the benchmark, prints the report and returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -464,11 +474,7 @@ def main(argv: list[str] | None = None) -> str:
         tables = f"{table(rows)}\n\n{summary(rows)}"
     body = f"{contention(*start)}\n\n{tables}"
     report = f"{header(threads)}\n{body}\n"
-    print(body)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report)
-    return report
+    return publish(report, body, args.markdown)
 
 
 if __name__ == "__main__":
