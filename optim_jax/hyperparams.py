@@ -13,6 +13,7 @@ import numpy as np
 
 from optim_jax import numerics
 from optim_jax.base import GradientTransformationExtraArgs, OptState, with_extra_args_support
+from optim_jax.sharding import place_state
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -92,7 +93,8 @@ def inject_hyperparams(
             hyperparams = current(
                 {k: _as_array(v, dtype) for k, v in numeric.items()}, count
             )
-            return InjectHyperparamsState(count, hyperparams, build(hyperparams).init(params))
+            state = InjectHyperparamsState(count, hyperparams, build(hyperparams).init(params))
+            return place_state(state, params)
 
         def update(updates, state, params=None, **extra_args):
             hyperparams = current(state.hyperparams, state.count)

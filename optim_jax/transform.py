@@ -21,6 +21,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import chain
+from optim_jax.sharding import place_state
 
 
 def _stateless(fn) -> GradientTransformation:
@@ -236,10 +237,15 @@ def descent(
       ``chain(negate?, decay?, core, decay?, scale_by_learning_rate(lr)?)``.
     """
     decay = [] if numerics.is_static_zero(weight_decay) else [add_decayed_weights(weight_decay)]
-    return chain(
+    return placed(chain(
         *([negate()] if maximize else []),
         *([] if decoupled_weight_decay else decay),
         core,
         *(decay if decoupled_weight_decay else []),
         *([] if lr is None else [scale_by_learning_rate(lr)]),
-    )
+    ))
+
+
+def placed(tx: GradientTransformationExtraArgs) -> GradientTransformationExtraArgs:
+    """``tx`` whose ``init`` puts the state on the params' devices (:func:`place_state`)."""
+    return tx._replace(init=lambda params: place_state(tx.init(params), params))
