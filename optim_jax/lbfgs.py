@@ -132,15 +132,18 @@ class _Bracketing(NamedTuple):
     gtd_new: Any
     ls_iter: Any
     evals: Any
-    outcome: Any  # 0 searching, 1 bracketed, 2 strong-Wolfe point found
 
 
 class _Zoom(NamedTuple):
+    """The bracket's two ends as ``(2,)`` scalars; only the low end's gradient is kept, since
+    the high end's is never returned (a new point may become the low end, an old high end
+    never does)."""
+
     bracket: Any
     bracket_f: Any
-    bracket_g: Any
     bracket_gtd: Any
     low: Any
+    g_low: Any
     insuf_progress: Any
     done: Any
     ls_iter: Any
@@ -158,36 +161,36 @@ def _strong_wolfe(evaluate, x, t, d, f, g, gtd, max_ls):
     f_new, g_new, gtd_new = at(t)
     zero = jnp.zeros_like(t)
     count = lambda n: jnp.asarray(n, jnp.int32)  # noqa: E731  (loop carries keep one type)
-    search = _Bracketing(t, zero, f, g, gtd, f_new, g_new, gtd_new, count(0), count(1), count(0))
+    search = _Bracketing(t, zero, f, g, gtd, f_new, g_new, gtd_new, count(0), count(1))
 
-    def bracketing(s: _Bracketing) -> _Bracketing:
+    def outcome(s: _Bracketing):
+        """0 keep extrapolating, 1 bracketed, 2 strong-Wolfe point found."""
         too_high = (s.f_new > f + _C1 * s.t * gtd) | ((s.ls_iter > 1) & (s.f_new >= s.f_prev))
         wolfe = jnp.abs(s.gtd_new) <= -_C2 * gtd
-        outcome = count(
-            jnp.where(too_high, 1, jnp.where(wolfe, 2, jnp.where(s.gtd_new >= 0, 1, 0)))
-        )
+        return jnp.where(too_high, 1, jnp.where(wolfe, 2, jnp.where(s.gtd_new >= 0, 1, 0)))
 
-        def extrapolate(s):
-            t = _cubic_interpolate(s.t_prev, s.f_prev, s.gtd_prev, s.t, s.f_new, s.gtd_new,
-                                   bounds=(s.t + 0.01 * (s.t - s.t_prev), s.t * 10))
-            f_new, g_new, gtd_new = at(t)
-            return _Bracketing(t, s.t, s.f_new, s.g_new, s.gtd_new, f_new, g_new, gtd_new,
-                               s.ls_iter + 1, s.evals + 1, count(0))
+    def extrapolate(s: _Bracketing) -> _Bracketing:
+        t = _cubic_interpolate(s.t_prev, s.f_prev, s.gtd_prev, s.t, s.f_new, s.gtd_new,
+                               bounds=(s.t + 0.01 * (s.t - s.t_prev), s.t * 10))
+        f_new, g_new, gtd_new = at(t)
+        return _Bracketing(t, s.t, s.f_new, s.g_new, s.gtd_new, f_new, g_new, gtd_new,
+                           s.ls_iter + 1, s.evals + 1)
 
-        return jax.lax.cond(outcome == 0, extrapolate, lambda s: s._replace(outcome=outcome), s)
-
-    s = jax.lax.while_loop(lambda s: (s.ls_iter < max_ls) & (s.outcome == 0), bracketing, search)
-    exhausted = s.outcome == 0  # torch: ``ls_iter == max_ls``, bracket [0, t]
-    single = s.outcome == 2
+    # The test sits in the loop's predicate, so the body evaluates with no branch around it.
+    s = jax.lax.while_loop(lambda s: (s.ls_iter < max_ls) & (outcome(s) == 0), extrapolate,
+                           search)
+    found = jnp.where(s.ls_iter < max_ls, outcome(s), 0)
+    exhausted = found == 0  # torch: ``ls_iter == max_ls``, bracket [0, t]
+    single = found == 2
     lo_t = jnp.where(exhausted, zero, jnp.where(single, s.t, s.t_prev))
     lo_f = jnp.where(exhausted, f, jnp.where(single, s.f_new, s.f_prev))
-    lo_g = jnp.where(exhausted, g, jnp.where(single, s.g_new, s.g_prev))
+    low = count(jnp.where(lo_f <= s.f_new, 0, 1))
     zoom = _Zoom(
         bracket=jnp.stack([lo_t, s.t]),
         bracket_f=jnp.stack([lo_f, s.f_new]),
-        bracket_g=jnp.stack([lo_g, s.g_new]),
         bracket_gtd=jnp.stack([jnp.where(single, s.gtd_new, s.gtd_prev), s.gtd_new]),
-        low=count(jnp.where(lo_f <= s.f_new, 0, 1)),
+        low=low,
+        g_low=jnp.where((low == 1) | single, s.g_new, jnp.where(exhausted, g, s.g_prev)),
         insuf_progress=jnp.zeros([], bool),
         done=single,
         ls_iter=s.ls_iter,
@@ -196,47 +199,39 @@ def _strong_wolfe(evaluate, x, t, d, f, g, gtd, max_ls):
 
     def zooming(z: _Zoom) -> _Zoom:
         high = 1 - z.low
-        b0, b1 = z.bracket[0], z.bracket[1]
-        top, bottom = _py_max(b0, b1), _py_min(b0, b1)
-        t = _cubic_interpolate(b0, z.bracket_f[0], z.bracket_gtd[0], b1, z.bracket_f[1],
-                               z.bracket_gtd[1])
+        b, bf, bgtd = z.bracket, z.bracket_f, z.bracket_gtd
+        top, bottom = _py_max(b[0], b[1]), _py_min(b[0], b[1])
+        t = _cubic_interpolate(b[0], bf[0], bgtd[0], b[1], bf[1], bgtd[1])
         eps = 0.1 * (top - bottom)
         near_edge = _py_min(top - t, t - bottom) < eps
         move = near_edge & (z.insuf_progress | (t >= top) | (t <= bottom))
         t = jnp.where(
             move, jnp.where(jnp.abs(t - top) < jnp.abs(t - bottom), top - eps, bottom + eps), t
         )
-        insuf_progress = near_edge & ~move
         f_new, g_new, gtd_new = at(t)
-        point = (t, f_new, g_new, gtd_new)
-        arrays = (z.bracket, z.bracket_f, z.bracket_g, z.bracket_gtd)
-
-        def put(index, values):
-            return tuple(a.at[index].set(v) for a, v in zip(arrays, values))
-
-        worse = (f_new > f + _C1 * t * gtd) | (f_new >= z.bracket_f[z.low])
+        # torch's branches as selects on the (2,) scalars: a rejected point replaces the high
+        # end; an accepted one replaces the low end, which first moves to the high end when
+        # the slope says the minimum lies behind it.
+        worse = (f_new > f + _C1 * t * gtd) | (f_new >= bf[z.low])
         wolfe = jnp.abs(gtd_new) <= -_C2 * gtd
-        flip = gtd_new * (z.bracket[high] - z.bracket[z.low]) >= 0
+        shift = ~worse & ~wolfe & (gtd_new * (b[high] - b[z.low]) >= 0)
+        slot = jnp.where(worse, high, z.low)
 
-        def replace_high(_):
-            b, bf, bg, bgtd = put(high, point)
-            return b, bf, bg, bgtd, count(jnp.where(bf[0] <= bf[1], 0, 1)), jnp.zeros([], bool)
+        def put(a, value):
+            a = jnp.where(shift, a.at[high].set(a[z.low]), a)
+            return a.at[slot].set(value)
 
-        def replace_low(_):
-            low_values = tuple(a[z.low] for a in arrays)
-            shifted = jax.lax.cond(~wolfe & flip, lambda: put(high, low_values), lambda: arrays)
-            b, bf, bg, bgtd = (a.at[z.low].set(v) for a, v in zip(shifted, point))
-            return b, bf, bg, bgtd, z.low, wolfe
-
-        b, bf, bg, bgtd, low, done = jax.lax.cond(worse, replace_high, replace_low, None)
-        return _Zoom(b, bf, bg, bgtd, low, insuf_progress, done, z.ls_iter + 1, z.evals + 1)
+        b, bf, bgtd = put(b, t), put(bf, f_new), put(bgtd, gtd_new)
+        low = count(jnp.where(worse, jnp.where(bf[0] <= bf[1], 0, 1), z.low))
+        return _Zoom(b, bf, bgtd, low, jnp.where(low == slot, g_new, z.g_low),
+                     near_edge & ~move, ~worse & wolfe, z.ls_iter + 1, z.evals + 1)
 
     def zoom_continues(z: _Zoom):
         narrow = jnp.abs(z.bracket[1] - z.bracket[0]) * d_norm < _LINE_SEARCH_TOLERANCE
         return ~z.done & (z.ls_iter < max_ls) & ~narrow
 
     z = jax.lax.while_loop(zoom_continues, zooming, zoom)
-    return z.bracket_f[z.low], z.bracket_g[z.low], z.bracket[z.low], z.evals
+    return z.bracket_f[z.low], z.g_low, z.bracket[z.low], z.evals
 
 
 def _direction(state: LBFGSState, flat_grad: jax.Array, history_size: int) -> LBFGSState:
