@@ -19,15 +19,24 @@ decide shapes) but slow if it changes every step.
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import functools
+import sys
+import threading
 import types
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from optim_jax import nnx_params
+
 _MAX_DEPTH = 8
+
+# The nnx Modules met while splitting (host objects) and, while a rebuild is collected, their
+# rebuilt copies at the same positions: what a closure changes in a copy is written back.
+_modules = threading.local()
 
 
 def is_array(x: Any) -> bool:
@@ -82,6 +91,12 @@ def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         return (type(value), value), lambda traced: value
     if isinstance(value, (types.FunctionType, functools.partial)) and depth < _MAX_DEPTH:
         return _split(value, arrays, depth + 1)
+    if "flax.nnx" in sys.modules and not nnx_params.is_module(value):
+        outer, outer_def = jax.tree.flatten(value, is_leaf=nnx_params.is_module)
+        if any(map(nnx_params.is_module, outer)):  # each module split on its own, see below
+            parts = [_split_value(v, arrays, depth) for v in outer]
+            key = ("modules", outer_def, tuple(k for k, _ in parts))
+            return key, lambda traced: outer_def.unflatten([r(traced) for _, r in parts])
     leaves, treedef = jax.tree.flatten(value)
     positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
     statics = [None if is_array(leaf) else leaf for leaf in leaves]
@@ -90,12 +105,19 @@ def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         return key, lambda traced: value
     start = len(arrays)
     arrays.extend(leaves[i] for i in positions)
+    module = None
+    if nnx_params.is_module(value):
+        module = len(_modules.found)
+        _modules.found.append(value)
 
     def rebuild(traced):
         filled = list(statics)
         for offset, i in enumerate(positions):
             filled[i] = traced[start + offset]
-        return treedef.unflatten(filled)
+        built = treedef.unflatten(filled)
+        if module is not None and getattr(_modules, "rebuilt", None) is not None:
+            _modules.rebuilt[module] = built
+        return built
 
     return key, rebuild
 
@@ -135,8 +157,10 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         value = module.get(global_name, _EMPTY)
         if value is _EMPTY or isinstance(value, types.ModuleType):
             continue  # builtins, modules
-        if callable(value) and not is_array(value):
-            globals_key.append((global_name, _static(value)))  # redefined -> compile again
+        if callable(value) and not any(map(is_array, jax.tree.leaves(value))):
+            # A function the closure calls: redefined -> compile again. A callable holding
+            # arrays (an nnx Module) is data, split below like any other global.
+            globals_key.append((global_name, _static(value)))
             continue
         before = len(arrays)
         value_key, value_rebuild = _split_value(value, arrays, depth)
@@ -166,7 +190,7 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
 
 
 def split_call(
-    fn: Callable, args: tuple, kwargs: dict
+    fn: Callable, args: tuple, kwargs: dict, modules: list | None = None
 ) -> tuple[Any, list, Callable[[list], tuple[Callable, tuple, dict]]]:
     """Splits the call ``fn(params, *args, **kwargs)`` into ``(key, arrays, rebuild)``.
 
@@ -176,8 +200,29 @@ def split_call(
       arrays: every array captured by ``fn`` or passed in ``args``/``kwargs``, in a fixed order.
       rebuild: ``rebuild(arrays_or_tracers) -> (fn, args, kwargs)`` equivalent to the originals
         but reading the given arrays.
+
+    If ``modules`` is a list, the nnx Modules among the captures and arguments are appended to
+    it; :func:`rebuilt_modules` gives their rebuilt copies in the same order.
     """
     arrays: list = []
-    fn_key, fn_rebuild = _split(fn, arrays, 0)
-    args_key, args_rebuild = _split_value((args, kwargs), arrays, 0)
+    _modules.found = [] if modules is None else modules
+    try:
+        fn_key, fn_rebuild = _split(fn, arrays, 0)
+        args_key, args_rebuild = _split_value((args, kwargs), arrays, 0)
+    finally:
+        del _modules.found
     return (fn_key, args_key), arrays, lambda t: (fn_rebuild(t), *args_rebuild(t))
+
+
+@contextlib.contextmanager
+def rebuilt_modules(count: int):
+    """Collects the copies a rebuild makes of the ``count`` modules :func:`split_call` found.
+
+    Yields a list that, after the rebuild inside the block, holds each module's copy (the
+    objects the rebuilt closure works on) at the module's position.
+    """
+    _modules.rebuilt = [None] * count
+    try:
+        yield _modules.rebuilt
+    finally:
+        _modules.rebuilt = None

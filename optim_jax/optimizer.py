@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_jax import functionalize, numerics, validation
+from optim_jax import functionalize, nnx_params, numerics, validation
 from optim_jax.base import PyTree, apply_updates
 from optim_jax.combine import label_leaves
 from optim_jax.hyperparams import _is_numeric
@@ -201,6 +201,7 @@ class Optimizer:
         self._step_post_hooks: OrderedDict = OrderedDict()
         self._labels = None
         self._prepared = None
+        self._modules: list = []  # per group: the nnx Module its params belong to, or None
         if isinstance(params, Labelled):
             groups, *self._labels = params
             self._layout = "labelled"
@@ -286,6 +287,14 @@ class Optimizer:
                 f"param group must have a 'params' key; got keys {sorted(param_group)}"
             )
         group = dict(param_group)
+        module = group["params"] if nnx_params.is_module(group["params"]) else None
+        if module is not None:
+            if self._layout == "labelled":
+                raise ValueError(
+                    "labelled() takes a params pytree, not an nnx Module: pass submodules as "
+                    "groups, [{'params': model.base}, {'params': model.head, 'lr': 1e-3}]"
+                )
+            group["params"] = nnx_params.params_of(module)
         for name, default in self.defaults.items():
             if default is required and name not in group:
                 raise ValueError(
@@ -303,6 +312,7 @@ class Optimizer:
         self.param_groups.append(group)
         self._states.append(state)
         self._structures.append(structure)
+        self._modules.append(module)
         if self._grad is not None:
             self._grad.append(None)
 
@@ -357,8 +367,13 @@ class Optimizer:
 
     @property
     def params(self) -> PyTree:
-        """The current parameters in the layout given to the constructor."""
-        return self._assemble(self._group_params())
+        """The current parameters in the layout given to the constructor.
+
+        Groups given as nnx Modules appear as those modules (holding the current values).
+        """
+        return self._assemble(
+            [g["params"] if m is None else m for g, m in zip(self.param_groups, self._modules)]
+        )
 
     @property
     def grad(self) -> PyTree | None:
@@ -438,19 +453,57 @@ class Optimizer:
             compiled = self._compiled[key] = jax.jit(fn, donate_argnums=donate)
         return compiled
 
-    def _loss_and_grad(self, rebuild, group_params, arrays):
-        fn, args, kwargs = rebuild(arrays)
+    def _split_closure(self, closure: Callable, args: tuple, kwargs: dict):
+        """``(key, arrays, objective, modules)`` for ``closure(params, *args, **kwargs)``.
 
-        def loss(trees):
-            value = fn(self._assemble(trees), *args, **kwargs)
-            if jnp.ndim(value) != 0:
-                raise ValueError(
-                    f"the closure must return a scalar loss, got an array of shape "
-                    f"{jnp.shape(value)}"
-                )
-            return value
+        ``objective(trees, arrays) -> (loss, others)`` evaluates the closure at the group
+        trees ``trees``. With nnx Modules the modules themselves go through
+        :func:`functionalize.split_call`, like any captured value: their ``Param`` arrays, and
+        those of a module the closure captures (the model around submodule groups), are
+        recognised by identity and read from ``trees`` instead, so the gradient reaches them.
+        ``others`` are the other variables (batch statistics, RNG counters) of the nnx Modules
+        the closure reaches, ``modules``, after the call: :meth:`_write_back` stores them.
+        """
+        if all(m is None for m in self._modules):
+            key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
 
-        return jax.value_and_grad(loss)(group_params)
+            def objective(trees, arrays):
+                fn, fn_args, fn_kwargs = rebuild(arrays)
+                return _scalar(fn(self._assemble(trees), *fn_args, **fn_kwargs)), []
+
+            return key, arrays, objective, []
+        modules: list = []
+        key, arrays, rebuild = functionalize.split_call(
+            closure, (self.params, *args), kwargs, modules
+        )
+        where = {id(leaf): (g, i) for g, tree in enumerate(self._group_params())
+                 for i, leaf in enumerate(_leaves(tree))}
+        aliases = tuple((n, where[id(a)]) for n, a in enumerate(arrays) if id(a) in where)
+        for n, _ in aliases:
+            arrays[n] = None  # donated as params: the same buffer cannot be passed twice
+
+        def objective(trees, arrays):
+            flat, arrays = [_leaves(t) for t in trees], list(arrays)
+            for n, (g, i) in aliases:
+                arrays[n] = flat[g][i]
+            with functionalize.rebuilt_modules(len(modules)) as copies:
+                fn, fn_args, fn_kwargs = rebuild(arrays)
+            value = _scalar(fn(*fn_args, **fn_kwargs))
+            return value, [nnx_params.others_of(copy) for copy in copies]
+
+        return (key, aliases), arrays, objective, modules
+
+    def _loss_and_grad(self, objective, group_params, arrays):
+        """``((loss, others), grads)`` of ``objective`` at ``group_params``."""
+        return jax.value_and_grad(objective, has_aux=True)(group_params, arrays)
+
+    def _write_back(self, modules: list, others: list) -> None:
+        """New param values into the groups' nnx Modules, and the closure's other changes."""
+        for group, module in zip(self.param_groups, self._modules):
+            if module is not None:
+                nnx_params.write_back(module, group["params"])
+        for module, changed in zip(modules, others):
+            nnx_params.write_back(module, changed)
 
     # -- the torch API ----------------------------------------------------------------------
 
@@ -460,19 +513,20 @@ class Optimizer:
         One compiled call; like torch's ``loss.backward()``, gradients accumulate across calls
         until ``zero_grad()``. Returns the loss.
         """
-        key, arrays, rebuild = functionalize.split_call(loss_fn, args, kwargs)
+        key, arrays, objective, modules = self._split_closure(loss_fn, args, kwargs)
         accumulate = self._grad is not None and all(g is not None for g in self._grad)
 
         def run(group_params, grad, arrays):
-            value, grads = self._loss_and_grad(rebuild, group_params, arrays)
+            (value, others), grads = self._loss_and_grad(objective, group_params, arrays)
             if accumulate:
                 grads = jax.tree.map(jnp.add, grad, grads)
-            return value, grads
+            return value, others, grads
 
         compiled = self._compile(("backward", key, accumulate), run, (1,) if accumulate else ())
-        value, self._grad = compiled(
+        value, others, self._grad = compiled(
             self._group_params(), self._grad if accumulate else None, arrays
         )
+        self._write_back(modules, others)
         return value
 
     def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any) -> jax.Array | None:
@@ -508,24 +562,25 @@ class Optimizer:
             new_params, self._states = compiled(
                 self._group_params(), self._states, vector, self._grad
             )
-            loss = None
+            loss, modules, others = None, [], []
         else:
-            key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
+            key, arrays, objective, modules = self._split_closure(closure, args, kwargs)
 
             def fused(group_params, states, vector, arrays):
-                value, grads = self._loss_and_grad(rebuild, group_params, arrays)
+                (value, others), grads = self._loss_and_grad(objective, group_params, arrays)
                 params, states = self._update_groups(
                     structures, vector, group_params, grads, states
                 )
-                return value, params, states
+                return value, others, params, states
 
             compiled = self._compile(("closure", structures, key), fused, (0, 1))
-            loss, new_params, self._states = compiled(
+            loss, others, new_params, self._states = compiled(
                 self._group_params(), self._states, vector, arrays
             )
             self._grad = None
         for group, params in zip(self.param_groups, new_params):
             group["params"] = params
+        self._write_back(modules, others)
         return loss
 
     def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
@@ -634,6 +689,14 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
         return "\n".join(lines + [")"])
+
+
+def _scalar(value: Any) -> Any:
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"the closure must return a scalar loss, got an array of shape {jnp.shape(value)}"
+        )
+    return value
 
 
 def _paired_leaves(params, grads):

@@ -15,7 +15,12 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from optim_jax.base import PyTree
+from optim_jax.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    PyTree,
+    with_extra_args_support,
+)
 
 
 def params_mesh(params: PyTree) -> Mesh | None:
@@ -55,3 +60,62 @@ def place_state(state: PyTree, params: PyTree) -> PyTree:
         return jax.device_put(leaf, replicated)
 
     return jax.tree.map(place, state)
+
+
+def zero_redundancy(
+    tx: GradientTransformation, mesh: Mesh, axis: str = "data"
+) -> GradientTransformationExtraArgs:
+    """ZeRO-1: ``tx`` with its state sharded along a data-parallel mesh axis.
+
+    In data-parallel training every device holds the whole (replicated) parameter tree, and by
+    default the whole optimizer state too. Here each state leaf is split along ``axis`` instead,
+    on its first dimension divisible by the axis size (leaves with none, such as ``step``, stay
+    replicated), so the state costs ``1/N`` of the memory per device for ``N`` devices on the
+    axis. The update is computed where the state lives, on each device's slice of the gradient,
+    and the updates are all-gathered back to the replicated layout of the params: the one
+    collective ZeRO-1 adds (Rajbhandari et al., 2020, "ZeRO: Memory Optimizations Toward
+    Training Trillion Parameter Models", arXiv:1910.02054).
+
+    Args:
+      tx: the optimizer to wrap, e.g. ``adam(1e-3)``.
+      mesh: the device mesh the params are replicated over.
+      axis: the mesh axis to shard the state along.
+
+    Returns:
+      A transform with ``tx``'s updates and state values, its state laid out over ``axis``.
+      Params must be replicated along ``axis`` (plain data parallelism); with params already
+      sharded along it (FSDP) the state follows them and needs no wrapper.
+    """
+    if axis not in mesh.shape:
+        raise ValueError(f"axis {axis!r} is not an axis of the mesh, whose axes are "
+                         f"{tuple(mesh.shape)}")
+    size = mesh.shape[axis]
+    replicated = NamedSharding(mesh, P())
+
+    def layout(leaf: Any) -> NamedSharding:
+        for dim, length in enumerate(jax.numpy.shape(leaf)):
+            if length % size == 0:
+                return NamedSharding(mesh, P(*([None] * dim), axis))
+        return replicated
+
+    def shard(state: PyTree) -> PyTree:
+        def put(leaf: Any) -> Any:
+            if isinstance(leaf, jax.core.Tracer):
+                return jax.lax.with_sharding_constraint(leaf, layout(leaf))
+            return jax.device_put(leaf, layout(leaf))
+
+        return jax.tree.map(put, state)
+
+    tx = with_extra_args_support(tx)
+
+    def init(params: PyTree) -> PyTree:
+        return shard(tx.init(params))
+
+    def update(updates, state, params=None, **extra_args):
+        updates, state = tx.update(updates, state, params, **extra_args)
+        updates = jax.tree.map(
+            lambda u: jax.lax.with_sharding_constraint(u, replicated), updates
+        )
+        return updates, shard(state)
+
+    return GradientTransformationExtraArgs(init, update)

@@ -1,0 +1,42 @@
+"""Flax nnx Modules as the stateful optimizers' parameters.
+
+``Adam(model)`` optimises the module's :class:`flax.nnx.Param` variables; a list of groups may
+hold submodules (``[{'params': model.base}, {'params': model.head, 'lr': 1e-3}]``). The group's
+params are then the module's ``nnx.State`` of ``Param`` values (a pytree, what ``state_dict``
+and ``param_groups`` show), and after every step the new values are written back into the
+module, so ``model(x)`` sees them. Flax is imported only by a user who has a module to pass.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from optim_jax.base import PyTree
+
+
+def is_module(value: Any) -> bool:
+    """Whether ``value`` is a flax ``nnx.Module`` (without importing flax if it is not loaded)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(value, nnx.Module)
+
+
+def params_of(module: Any) -> PyTree:
+    """The module's ``nnx.Param`` values as an ``nnx.State`` pytree (the arrays themselves)."""
+    from flax import nnx
+
+    return nnx.state(module, nnx.Param)
+
+
+def others_of(module: Any) -> PyTree:
+    """The module's other variables (batch statistics, RNG counters): a closure may change them."""
+    from flax import nnx
+
+    return nnx.state(module, nnx.Not(nnx.Param))
+
+
+def write_back(module: Any, *states: PyTree) -> None:
+    """Stores ``states`` (from :func:`params_of` / :func:`others_of`) into ``module``."""
+    from flax import nnx
+
+    nnx.update(module, *states)
