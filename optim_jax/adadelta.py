@@ -18,7 +18,13 @@ from optim_jax.optimizer import Optimizer
 
 
 class AdadeltaState(NamedTuple):
-    """torch's Adadelta state: ``step``, ``square_avg`` (of gradients), ``acc_delta`` (of steps)."""
+    """torch's Adadelta state: running averages of squared gradients and of squared steps.
+
+    Attributes:
+      step: the number of updates made (an int32 scalar).
+      square_avg: :math:`v`, the running average of :math:`g^2`, shaped like the params.
+      acc_delta: :math:`u`, the running average of :math:`\\Delta^2`, shaped like the params.
+    """
 
     step: jax.Array
     square_avg: Any
@@ -26,7 +32,7 @@ class AdadeltaState(NamedTuple):
 
 
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation:
-    """Adadelta's unit-corrected direction.
+    """Adadelta's direction: the gradient rescaled by the ratio of RMS step to RMS gradient.
 
     .. math::
         v_t = \\rho v_{t-1} + (1 - \\rho) g_t^2, \\quad
@@ -73,6 +79,9 @@ def adadelta(
 ) -> GradientTransformationExtraArgs:
     """Adadelta: steps scaled by the ratio of running RMS of past steps to that of gradients.
 
+    torch.optim.Adadelta's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` (negated when
+    ``maximize``) and :math:`v_0 = u_0 = 0`:
+
     .. math::
         g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
         v_t = \\rho v_{t-1} + (1 - \\rho) g_t^2, \\quad
@@ -90,8 +99,13 @@ def adadelta(
       maximize: maximise the objective instead of minimising it.
 
     Returns:
-      The transform; its state holds torch's ``step``, ``square_avg`` and ``acc_delta``.
-      Complex parameters are treated as (real, imag) pairs, as torch does.
+      The transform; its state holds torch's ``step``, ``square_avg`` (:math:`v`) and
+      ``acc_delta`` (:math:`u`). Complex parameters are treated as (real, imag) pairs, as torch
+      does.
+
+    References:
+      Zeiler, `ADADELTA: An Adaptive Learning Rate Method
+      <https://arxiv.org/abs/1212.5701>`_, 2012 (which has no learning rate: :math:`\\gamma = 1`).
     """
     validation.check_lr(lr)
     validation.require(lambda v: 0.0 <= v <= 1.0, rho, f"Invalid rho value: {rho}")
@@ -103,7 +117,9 @@ def adadelta(
 class Adadelta(Optimizer):
     """torch.optim.Adadelta over JAX pytrees: ``Adadelta(params, lr=1.0, rho=0.9, ...)``.
 
-    Arguments as :func:`adadelta`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    Arguments as :func:`adadelta` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
     per parameter: ``step``, ``square_avg`` and ``acc_delta``.
     """
 

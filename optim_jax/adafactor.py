@@ -32,13 +32,17 @@ def reject_complex(params: Any, message: str) -> None:
 
 
 class AdafactorState(NamedTuple):
-    """torch's Adafactor state names.
+    """torch's Adafactor state: the step count and the (factored) second moments.
 
-    ``row_var`` and ``col_var`` (shapes ``(..., R, 1)`` and ``(..., 1, C)``) hold the factored
-    second moment of parameters with two or more dimensions, ``variance`` the full second moment
-    of scalars and vectors. A parameter's leaf in the fields it does not use is an empty array
-    of shape ``(0,)`` (torch has no entry there), since every field is a tree shaped like the
-    params.
+    A parameter's leaf in the fields it does not use is an empty array of shape ``(0,)`` (torch
+    has no entry there), since every field is a tree shaped like the params.
+
+    Attributes:
+      step: :math:`t`, the number of updates made (an int32 scalar).
+      row_var: :math:`R_t`, shape ``(..., R, 1)``: the running row means of :math:`g^2` of
+        parameters with two or more dimensions.
+      col_var: :math:`C_t`, shape ``(..., 1, C)``: their running column means.
+      variance: :math:`\\hat V_t`, the full second moment of scalars and vectors.
     """
 
     step: jax.Array
@@ -58,9 +62,10 @@ def scale_by_adafactor(
     d: Any = 1.0,
     weight_decay: Any = 0.0,
 ) -> GradientTransformation:
-    """Adafactor's factored second-moment step, with its relative step size and update
-    clipping, as torch computes it. The output is the full update (learning rate and decoupled
-    weight decay included).
+    """Adafactor's step: factored second moment, relative step size and update clipping.
+
+    As torch computes it. The output is the full update (learning rate and decoupled weight
+    decay included), so no learning-rate block follows.
 
     .. math::
         \\hat\\beta_{2,t} = 1 - t^{\\tau}, \\quad
@@ -167,16 +172,38 @@ def adafactor(
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """Adafactor, torch's version: a second moment factored into row and column means for
-    matrices (and batches of them), a relative step size, and update clipping.
+    """Adafactor, torch's version: factored second moments, relative step size, clipping.
+
+    The second moment of a matrix (or of each matrix in a batch, the last two dimensions) is
+    kept as row and column means, :math:`O(R + C)` memory instead of :math:`O(RC)`; the step
+    size is relative to the parameter's RMS, and the update is clipped to RMS :math:`d`.
+    torch.optim.Adafactor's update, with :math:`g_t = \\nabla f(\\theta_{t-1})`, :math:`R_0 =
+    C_0 = \\hat V_0 = 0`:
 
     .. math::
-        \\theta_t = \\theta_{t-1} - \\gamma\\lambda\\theta_{t-1}
-            - \\frac{\\max(\\epsilon_2, \\operatorname{RMS}(\\theta_{t-1}))
-              \\min(\\gamma, 1/\\sqrt t)}{\\max(1, \\operatorname{RMS}(U_t)/d)}\\, U_t,
-        \\qquad U_t = \\frac{\\pm g_t}{\\sqrt{\\max(\\hat V_t, \\epsilon_1^2)}}
+        g_t \\leftarrow \\pm g_t, \\quad
+        \\hat\\beta_{2,t} = 1 - t^{\\tau}, \\quad
+        \\rho_t = \\min(\\gamma, 1/\\sqrt t), \\quad
+        \\alpha_t = \\max(\\epsilon_2, \\operatorname{RMS}(\\theta_{t-1}))\\, \\rho_t,
 
-    with :math:`\\hat V_t` the (factored) second moment estimate of :func:`scale_by_adafactor`.
+        R_t = \\operatorname{lerp}(R_{t-1}, \\operatorname{mean}_{-1}(g_t^2), 1-\\hat\\beta_{2,t}),
+        \\quad C_t = \\operatorname{lerp}(C_{t-1}, \\operatorname{mean}_{-2}(g_t^2),
+        1-\\hat\\beta_{2,t}), \\quad
+        \\hat V_t = \\frac{R_t C_t}{\\max(\\operatorname{mean}_{-2}(R_t), \\epsilon_1)}
+
+    for parameters of two or more dimensions (:math:`\\hat V_t = \\operatorname{lerp}(\\hat
+    V_{t-1}, g_t^2, 1-\\hat\\beta_{2,t})` for scalars and vectors), then
+
+    .. math::
+        U_t = \\frac{g_t}{\\sqrt{\\max(\\hat V_t, \\epsilon_1^2)}}, \\quad
+        \\theta_t = \\theta_{t-1} - \\gamma\\lambda\\theta_{t-1}
+            - \\frac{\\alpha_t}{\\max(1, \\operatorname{RMS}(U_t)/d)}\\, U_t
+
+    with :math:`\\operatorname{RMS}(x) = \\|x\\|_2 / \\sqrt{\\operatorname{numel}(x)}` and the sign
+    :math:`-` with ``maximize``. Unlike the paper, torch's version keeps no first moment (the
+    paper's optional :math:`\\beta_1`), caps the relative step size at :math:`\\gamma` (the paper
+    fixes :math:`10^{-2}`), applies :math:`\\epsilon_1` as lower bounds instead of adding it to
+    :math:`g_t^2`, and adds decoupled weight decay.
 
     Args:
       lr: :math:`\\gamma`, a float or a schedule ``step -> lr``.
@@ -190,9 +217,13 @@ def adafactor(
       maximize: maximise the objective instead of minimising it.
 
     Returns:
-      The transform; its state holds torch's ``step``, ``row_var``, ``col_var`` and
-      ``variance``. Complex parameters raise ``RuntimeError`` at ``init``, as torch does at
-      its first step.
+      The transform; its state holds torch's ``step``, ``row_var`` (:math:`R`), ``col_var``
+      (:math:`C`) and ``variance`` (:math:`\\hat V` of scalars and vectors). Complex
+      parameters raise ``RuntimeError`` at ``init``, as torch does at its first step.
+
+    References:
+      Shazeer & Stern, `Adafactor: Adaptive Learning Rates with Sublinear Memory Cost
+      <https://arxiv.org/abs/1804.04235>`_, ICML 2018.
     """
     if not isinstance(eps, (tuple, list)) or len(eps) != 2:
         raise ValueError(f"Invalid eps: {eps!r} (expected a pair (eps1, eps2))")
@@ -215,12 +246,14 @@ def adafactor(
 
 
 class Adafactor(Optimizer):
-    """torch.optim.Adafactor over JAX pytrees: ``Adafactor(params, lr=1e-2, beta2_decay=-0.8,
-    eps=(None, 1e-3), d=1.0, weight_decay=0.0, *, maximize=False)``.
+    """torch.optim.Adafactor over JAX pytrees: ``Adafactor(params, lr=1e-2, ...)``.
 
-    Arguments as :func:`adafactor`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
-    per parameter: ``step`` and ``row_var``/``col_var`` (two or more dimensions) or
-    ``variance`` (scalars, vectors); the unused ones are empty ``(0,)`` arrays.
+    ``Adafactor(params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0,
+    *, maximize=False)``: arguments as :func:`adafactor` (which also gives the update rule);
+    ``params`` as :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``,
+    ``capturable`` and ``differentiable`` are accepted and ignored (every step is one compiled
+    XLA program). State per parameter: ``step`` and ``row_var``/``col_var`` (two or more
+    dimensions) or ``variance`` (scalars, vectors); the unused ones are empty ``(0,)`` arrays.
     """
 
     transform = staticmethod(adafactor)

@@ -18,7 +18,13 @@ from optim_jax.optimizer import Optimizer
 
 
 class AdagradState(NamedTuple):
-    """torch's Adagrad state: ``step`` (updates made) and ``sum`` (of squared gradients)."""
+    """torch's Adagrad state: the step count and the running sum of squared gradients.
+
+    Attributes:
+      step: the number of updates made (an int32 scalar).
+      sum: :math:`s`, the sum of :math:`g^2` since ``initial_accumulator_value``, shaped like
+        the params.
+    """
 
     step: jax.Array
     sum: Any
@@ -78,6 +84,9 @@ def adagrad(
 ) -> GradientTransformationExtraArgs:
     """Adagrad: per-coordinate step sizes shrinking with the accumulated squared gradients.
 
+    torch.optim.Adagrad's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` (negated when
+    ``maximize``) and :math:`s_0` = ``initial_accumulator_value``:
+
     .. math::
         g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
         s_t = s_{t-1} + g_t^2, \\quad
@@ -96,6 +105,10 @@ def adagrad(
       The transform; its state holds torch's ``step`` and ``sum``. Complex parameters are
       treated as (real, imag) pairs, as torch does (each part starts at
       ``initial_accumulator_value``).
+
+    References:
+      Duchi, Hazan & Singer, `Adaptive Subgradient Methods for Online Learning and Stochastic
+      Optimization <https://jmlr.org/papers/v12/duchi11a.html>`_, JMLR 12, 2011.
     """
     validation.check_lr(lr)
     validation.require(lambda v: v >= 0.0, lr_decay, f"Invalid lr_decay value: {lr_decay}")
@@ -117,7 +130,9 @@ def adagrad(
 class Adagrad(Optimizer):
     """torch.optim.Adagrad over JAX pytrees: ``Adagrad(params, lr=1e-2, lr_decay=0, ...)``.
 
-    Arguments as :func:`adagrad`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    Arguments as :func:`adagrad` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
     per parameter: ``step`` and ``sum``. As in torch, every group's ``sum`` starts at the
     constructor's ``initial_accumulator_value``; a group's own value of it is kept in
     ``param_groups`` but not used.

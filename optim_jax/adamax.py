@@ -18,7 +18,13 @@ from optim_jax.optimizer import Optimizer
 
 
 class AdamaxState(NamedTuple):
-    """torch's Adamax state: ``step``, ``exp_avg`` (first moment), ``exp_inf`` (infinity norm)."""
+    """torch's Adamax state: the step count, the first moment and the infinity norm.
+
+    Attributes:
+      step: the number of updates made (an int32 scalar).
+      exp_avg: :math:`m`, the first moment, shaped like the params.
+      exp_inf: :math:`u`, the exponentially weighted infinity norm, shaped like the params.
+    """
 
     step: jax.Array
     exp_avg: Any
@@ -76,6 +82,9 @@ def adamax(
 ) -> GradientTransformationExtraArgs:
     """Adamax: Adam whose second moment is replaced by an exponentially weighted infinity norm.
 
+    torch.optim.Adamax's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` (negated when
+    ``maximize``) and :math:`m_0 = u_0 = 0`:
+
     .. math::
         g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
         m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
@@ -91,8 +100,14 @@ def adamax(
       maximize: maximise the objective instead of minimising it.
 
     Returns:
-      The transform; its state holds torch's ``step``, ``exp_avg`` and ``exp_inf``. Complex
-      parameters are treated as (real, imag) pairs, as torch does.
+      The transform; its state holds torch's ``step``, ``exp_avg`` (:math:`m`) and
+      ``exp_inf`` (:math:`u`). Complex parameters are treated as (real, imag) pairs, as torch
+      does.
+
+    References:
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015, section 7.1. torch (and this function)
+      add :math:`\\epsilon` inside the maximum, which the paper does not have.
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
     return view_as_real(transform.descent(scale_by_adamax(betas, eps), lr, weight_decay, maximize=maximize))
@@ -101,7 +116,9 @@ def adamax(
 class Adamax(Optimizer):
     """torch.optim.Adamax over JAX pytrees: ``Adamax(params, lr=2e-3, betas=(0.9, 0.999), ...)``.
 
-    Arguments as :func:`adamax`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    Arguments as :func:`adamax` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
     per parameter: ``step``, ``exp_avg`` and ``exp_inf``.
     """
 

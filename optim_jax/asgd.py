@@ -21,11 +21,16 @@ _SCALAR_STATE_DTYPE = jnp.float32
 
 
 class ASGDState(NamedTuple):
-    """torch's ASGD state: ``step``, the step size ``eta``, the averaging weight ``mu`` and the
-    averaged parameters ``ax``.
+    """torch's ASGD state: step count, step size, averaging weight and averaged parameters.
 
     ``eta`` and ``mu`` are float32 scalars shared by the group (torch keeps one per parameter,
-    all equal); ``ax`` has the params' structure.
+    all equal, in its default dtype).
+
+    Attributes:
+      step: :math:`t`, the number of updates made (an int32 scalar).
+      eta: :math:`\\eta_t`, the step size of the next update.
+      mu: :math:`\\mu_t`, the averaging weight of the next update.
+      ax: :math:`\\bar\\theta_t`, the averaged parameters, shaped like the params.
     """
 
     step: jax.Array
@@ -119,6 +124,9 @@ def asgd(
 ) -> GradientTransformationExtraArgs:
     """Averaged SGD: SGD with a decaying step size, keeping the average of the iterates.
 
+    torch.optim.ASGD's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` (negated when
+    ``maximize``):
+
     .. math::
         g_t \\leftarrow \\pm g_t + \\lambda_w \\theta_{t-1}, \\quad
         \\theta_t = \\theta_{t-1} (1 - \\lambda \\eta_{t-1}) - \\eta_{t-1} g_t, \\quad
@@ -144,6 +152,15 @@ def asgd(
       The transform; its state holds torch's ``step``, ``eta``, ``mu`` (float32 scalars, as
       torch keeps them) and ``ax``. Complex parameters need no special treatment: the update is
       linear in the parameters and gradients.
+
+    References:
+      Polyak & Juditsky, `Acceleration of Stochastic Approximation by Averaging
+      <https://doi.org/10.1137/0330046>`_, SIAM Journal on Control and Optimization 30(4),
+      1992.
+
+      Xu, `Towards Optimal One Pass Large Scale Learning with Averaged Stochastic Gradient
+      Descent <https://arxiv.org/abs/1107.2490>`_, 2011 (the step-size decay
+      :math:`\\gamma (1 + \\lambda \\gamma t)^{-\\alpha}`).
     """
     validation.check_lr(lr)
     validation.check_weight_decay(weight_decay)
@@ -153,8 +170,10 @@ def asgd(
 class ASGD(Optimizer):
     """torch.optim.ASGD over JAX pytrees: ``ASGD(params, lr=1e-2, lambd=1e-4, alpha=0.75, ...)``.
 
-    Arguments as :func:`asgd`; ``params`` as :class:`optim_jax.Optimizer` takes them. State per
-    parameter: ``step``, ``eta``, ``mu`` and ``ax``, the averaged parameter
+    Arguments as :func:`asgd` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
+    per parameter: ``step``, ``eta``, ``mu`` and ``ax``, the averaged parameter
     (``opt.state[i]['ax']``).
     """
 

@@ -56,6 +56,10 @@ class GradientTransformationExtraArgs(GradientTransformation):
     ``update(updates, state, params=None, **extra_args)``: L-BFGS takes ``value=``, ``grad=``
     and ``value_fn=`` this way, ReduceLROnPlateau takes ``value=``. Inside :func:`chain` every
     member receives the extra arguments it accepts; a plain transform receives none.
+
+    Attributes:
+      init: ``init(params) -> state``, as :class:`GradientTransformation`'s.
+      update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
     """
 
     update: TransformUpdateExtraArgsFn
@@ -77,7 +81,16 @@ def accepts_extra_args(tx: Any) -> bool:
 
 
 def with_extra_args_support(tx: Any) -> GradientTransformationExtraArgs:
-    """Wraps ``tx`` (ours or optax's) so that its ``update`` accepts and ignores extra args."""
+    """Wraps ``tx`` (ours or optax's) so that its ``update`` accepts and ignores extra args.
+
+    Args:
+      tx: a gradient transformation, optim_jax's or optax's (anything with ``init`` and
+        ``update``).
+
+    Returns:
+      ``tx`` itself (as a :class:`GradientTransformationExtraArgs`) if its ``update`` already
+      takes ``**extra_args``, else a wrapper whose ``update`` drops them before calling it.
+    """
     if accepts_extra_args(tx):
         return GradientTransformationExtraArgs(tx.init, tx.update)
 
@@ -89,7 +102,11 @@ def with_extra_args_support(tx: Any) -> GradientTransformationExtraArgs:
 
 
 def identity() -> GradientTransformation:
-    """The transform that returns its updates unchanged and keeps no state."""
+    """The transform that returns its updates unchanged and keeps no state.
+
+    Returns:
+      A :class:`GradientTransformation` with :class:`EmptyState`: ``u -> u``.
+    """
 
     def init(params):
         del params
@@ -105,7 +122,20 @@ def identity() -> GradientTransformation:
 def apply_updates(params: Params, updates: Updates) -> Params:
     """Returns ``params + updates`` leaf by leaf, keeping each parameter's dtype.
 
-    ``None`` updates (frozen leaves) leave their parameter unchanged.
+    .. math::
+        \\theta_t = \\theta_{t-1} + u_t
+
+    Updates are *added* (a descent transform has already negated and scaled them), as optax's
+    ``apply_updates`` does.
+
+    Args:
+      params: the parameter pytree.
+      updates: a pytree with ``params``' structure, from a transform's ``update``; a ``None``
+        leaf (a frozen parameter) leaves its parameter unchanged.
+
+    Returns:
+      The new parameters, each leaf cast back to its parameter's dtype (a bfloat16 parameter
+      stays bfloat16 when its update is float32).
     """
     return jax.tree.map(
         lambda p, u: p if u is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),

@@ -20,7 +20,17 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
     """Applies ``transforms`` in order, each to the previous one's output.
 
     Members may be optim_jax or optax transforms. Extra keyword arguments to ``update`` reach
-    every member that accepts them. The state is the tuple of the members' states.
+    every member that accepts them. The algorithms here are chains of small blocks (see
+    :func:`optim_jax.descent`), e.g. ``chain(optim_jax.scale_by_adam(), optim_jax.scale_by_learning_rate(1e-3))``
+    is Adam without weight decay.
+
+    Args:
+      *transforms: the transforms, first applied first; each ``update`` receives the same
+        ``params`` (the current parameters, not updated between members).
+
+    Returns:
+      A :class:`~optim_jax.GradientTransformationExtraArgs` whose state is the tuple of the
+      members' states, in order.
     """
     members = tuple(with_extra_args_support(t) for t in transforms)
 
@@ -42,7 +52,12 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
 
 
 class PartitionState(NamedTuple):
-    """The state of each label's transform, keyed by label."""
+    """The state of :func:`partition`: each label's transform's state, keyed by label.
+
+    Attributes:
+      inner_states: ``{label: state}``, each state built over the params with the other labels'
+        leaves replaced by ``None``.
+    """
 
     inner_states: dict
 
@@ -149,7 +164,15 @@ def view_as_real(transform: GradientTransformation) -> GradientTransformationExt
     A complex leaf of shape ``s`` is seen by ``transform`` as a real array of shape ``s + (2,)``
     (real and imaginary parts), so elementwise nonlinearities (Adam's square and square root)
     act on each part separately, exactly like torch's ``view_as_real``. Real leaves pass through
-    untouched; the inner state holds the real views.
+    untouched.
+
+    Args:
+      transform: the transform to run on the real views (its ``update`` may take extra
+        keyword arguments; they are passed through).
+
+    Returns:
+      A :class:`~optim_jax.GradientTransformationExtraArgs` whose updates have the original
+      leaves' shapes and dtypes and whose state is ``transform``'s over the real views.
     """
     inner = with_extra_args_support(transform)
     is_none = lambda x: x is None  # noqa: E731

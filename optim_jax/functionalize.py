@@ -40,6 +40,7 @@ _modules = threading.local()
 
 
 def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array a compiled step takes as an argument (JAX or NumPy)."""
     return isinstance(x, (jax.Array, np.ndarray))
 
 

@@ -168,7 +168,7 @@ class LRScheduler:
         return {key: value for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output."""
+        """Restores the scheduler from ``state_dict``, an output of :meth:`state_dict`."""
         self.__dict__.update(state_dict)
 
     def get_last_lr(self) -> list[float]:
@@ -257,7 +257,11 @@ class _LambdaScheduler(LRScheduler):
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output (without modifying it)."""
+        """Restores the scheduler from ``state_dict``, an output of :meth:`state_dict`.
+
+        ``state_dict`` is not modified; callable objects' attributes are restored into the
+        current ``lr_lambdas``.
+        """
         state = dict(state_dict)
         lr_lambdas = state.pop("lr_lambdas")
         self.__dict__.update(state)
@@ -415,8 +419,10 @@ class ConstantLR(LRScheduler):
 
 
 class LinearLR(LRScheduler):
-    """Scales each group's lr by a factor changing linearly from ``start_factor`` to
-    ``end_factor`` over ``total_iters`` steps.
+    """Scales each group's lr by a factor moving linearly from one value to another.
+
+    The factor goes from ``start_factor`` to ``end_factor`` over ``total_iters`` steps
+    (:func:`optim_jax.schedules.linear_lr`).
 
     Args:
       optimizer: the wrapped optimizer.
@@ -537,8 +543,9 @@ class PolynomialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    """Anneals each group's lr along a cosine from its initial lr to ``eta_min`` in ``T_max``
-    steps, recursively as torch does:
+    """Anneals each group's lr along a cosine down to ``eta_min``, recursively as torch does.
+
+    From its initial lr to ``eta_min`` in ``T_max`` steps:
 
     .. math::
         \\eta_t = \\eta_{min} + (\\eta_{t-1} - \\eta_{min})
@@ -553,6 +560,10 @@ class CosineAnnealingLR(LRScheduler):
       T_max: the number of steps of the half period.
       eta_min: the minimum learning rate.
       last_epoch: the index of the last step; -1 starts the schedule.
+
+    References:
+      Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts
+      <https://arxiv.org/abs/1608.03983>`_, ICLR 2017 (its annealing, without restarts).
     """
 
     def __init__(
@@ -631,7 +642,10 @@ class _SchedulerList(LRScheduler):
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output (without modifying it)."""
+        """Restores the scheduler from ``state_dict``, an output of :meth:`state_dict`.
+
+        ``state_dict`` is not modified; the nested schedulers load their own state dicts.
+        """
         state = dict(state_dict)
         nested = state.pop("_schedulers")
         self.__dict__.update(state)
@@ -673,7 +687,11 @@ class SequentialLR(_SchedulerList):
         self._last_lr = schedulers[idx].get_last_lr()
 
     def recursive_undo(self, sched: LRScheduler | None = None) -> None:
-        """Steps back ``last_epoch`` of every (nested) scheduler by one."""
+        """Steps back ``last_epoch`` of every (nested) scheduler by one.
+
+        ``sched`` is the scheduler to undo, recursively into its ``_schedulers``; ``None``
+        means this one.
+        """
         scheds = self if sched is None else sched
         if hasattr(scheds, "_schedulers"):
             for s in scheds._schedulers:
@@ -712,15 +730,16 @@ class ChainedScheduler(_SchedulerList):
         self._last_lr = _param_groups_val_list(self._schedulers[-1].optimizer, "lr")
 
     def step(self) -> None:  # type: ignore[override]
-        """Steps every scheduler."""
+        """Steps every scheduler, in order, and records the resulting lrs."""
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _param_groups_val_list(self._schedulers[-1].optimizer, "lr")
 
 
 class ReduceLROnPlateau(LRScheduler):
-    """Reduces each group's lr by ``factor`` once a metric stops improving for ``patience``
-    steps; ``step(metric)``.
+    """Reduces each group's lr by ``factor`` once a metric stops improving: ``step(metric)``.
+
+    A reduction follows more than ``patience`` steps without a significant improvement.
 
     Args:
       optimizer: the wrapped optimizer.
@@ -779,7 +798,13 @@ class ReduceLROnPlateau(LRScheduler):
     def step(  # type: ignore[override]
         self, metrics: SupportsFloat, epoch: int | None = None
     ) -> None:
-        """Takes the metric of the step just done; reduces the lrs on a plateau."""
+        """Takes the metric of the step just done; reduces the lrs on a plateau.
+
+        Args:
+          metrics: the metric's value (a number or a scalar array, read with ``float``).
+          epoch: deprecated, as in torch: the step index to record instead of
+            ``last_epoch + 1``.
+        """
         current = float(metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
@@ -826,7 +851,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.threshold_mode = threshold_mode
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output."""
+        """Restores the scheduler from ``state_dict``, an output of :meth:`state_dict`."""
         self.__dict__.update(state_dict)
         self._init_is_better(
             mode=self.mode, threshold=self.threshold, threshold_mode=self.threshold_mode
@@ -862,9 +887,10 @@ def _start_momentum(
 
 
 class CyclicLR(LRScheduler):
-    """Cycles each group's lr between ``base_lr`` and ``max_lr`` (and, with
-    ``cycle_momentum``, its momentum or ``betas[0]`` inversely), as
-    :func:`optim_jax.schedules.cyclic_lr` and :func:`~optim_jax.schedules.cyclic_momentum`.
+    """Cycles each group's lr between ``base_lr`` and ``max_lr`` (Smith's cyclical rates).
+
+    With ``cycle_momentum``, its momentum or ``betas[0]`` cycles inversely. The rates are
+    :func:`optim_jax.schedules.cyclic_lr`'s and :func:`~optim_jax.schedules.cyclic_momentum`'s.
 
     Args:
       optimizer: the wrapped optimizer.
@@ -880,6 +906,10 @@ class CyclicLR(LRScheduler):
       base_momentum: the momentum at the lr's peak, or a list with one per group.
       max_momentum: the momentum at the start of a cycle, or a list with one per group.
       last_epoch: the index of the last batch; -1 starts the schedule.
+
+    References:
+      Smith, `Cyclical Learning Rates for Training Neural Networks
+      <https://arxiv.org/abs/1506.01186>`_, WACV 2017.
     """
 
     def __init__(
@@ -931,7 +961,10 @@ class CyclicLR(LRScheduler):
         )
 
     def scale_fn(self, x: Any) -> float:
-        """The scaling policy: the custom ``scale_fn``, or the mode's."""
+        """The scaling policy at ``x`` (a cycle number or a step, per ``scale_mode``).
+
+        The custom ``scale_fn`` if one was given, else the mode's.
+        """
         if self._scale_fn_custom is not None:
             return self._scale_fn_custom(x)
         return self._scale_fn_ref(x)
@@ -959,8 +992,10 @@ class CyclicLR(LRScheduler):
         return lrs
 
     def state_dict(self) -> dict[str, Any]:
-        """The state; a custom ``scale_fn`` is saved as its ``__dict__`` if it is a callable
-        object, not at all if it is a function or lambda."""
+        """The scheduler's state, with a custom ``scale_fn`` reduced to its attributes.
+
+        A callable object is saved as its ``__dict__``; a function or lambda is not saved.
+        """
         state = super().state_dict()
         state.pop("_scale_fn_ref", None)  # the mode's function, rebuilt on load
         fn = state.pop("_scale_fn_custom")
@@ -970,7 +1005,11 @@ class CyclicLR(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output (without modifying it)."""
+        """Restores the scheduler from ``state_dict``, an output of :meth:`state_dict`.
+
+        ``state_dict`` is not modified; a saved custom ``scale_fn``'s attributes are restored
+        into the current one.
+        """
         state = dict(state_dict)
         fn = state.pop("_scale_fn_custom")
         super().load_state_dict(state)
@@ -980,8 +1019,9 @@ class CyclicLR(LRScheduler):
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
-    """Cosine annealing from each group's initial lr to ``eta_min`` with warm restarts (SGDR):
-    cycles of ``T_0``, ``T_0 * T_mult``, ... steps, as
+    """Cosine annealing from each group's initial lr to ``eta_min`` with warm restarts (SGDR).
+
+    Cycles of ``T_0``, ``T_0 * T_mult``, ... steps, as
     :func:`optim_jax.schedules.cosine_annealing_warm_restarts`.
 
     Args:
@@ -990,6 +1030,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
       T_mult: the factor by which each cycle is longer than the previous one.
       eta_min: the minimum learning rate.
       last_epoch: the index of the last step; -1 starts the schedule.
+
+    References:
+      Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts
+      <https://arxiv.org/abs/1608.03983>`_, ICLR 2017.
     """
 
     def __init__(
@@ -1047,10 +1091,11 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
 
 class OneCycleLR(LRScheduler):
-    """The 1cycle policy: each group's lr rises from ``max_lr / div_factor`` to ``max_lr``,
-    then falls far below the start (and, with ``cycle_momentum``, momentum or ``betas[0]``
-    moves inversely), as :func:`optim_jax.schedules.one_cycle_lr` and
-    :func:`~optim_jax.schedules.one_cycle_momentum`.
+    """The 1cycle policy: each group's lr rises to ``max_lr``, then falls far below the start.
+
+    The lr starts at ``max_lr / div_factor``; with ``cycle_momentum``, momentum or ``betas[0]``
+    moves inversely. The rates are :func:`optim_jax.schedules.one_cycle_lr`'s and
+    :func:`~optim_jax.schedules.one_cycle_momentum`'s.
 
     Args:
       optimizer: the wrapped optimizer.
@@ -1067,6 +1112,10 @@ class OneCycleLR(LRScheduler):
       final_div_factor: ``min_lr = initial_lr / final_div_factor``.
       three_phase: the three-phase variant (back to ``initial_lr``, then down to ``min_lr``).
       last_epoch: the index of the last batch; -1 starts the schedule.
+
+    References:
+      Smith & Topin, `Super-Convergence: Very Fast Training of Neural Networks Using Large
+      Learning Rates <https://arxiv.org/abs/1708.07120>`_, 2017.
     """
 
     def __init__(

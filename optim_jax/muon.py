@@ -39,7 +39,11 @@ DEFAULT_NS_STEPS = 5
 
 
 class MuonState(NamedTuple):
-    """torch's Muon state: ``momentum_buffer`` only (torch keeps no step count)."""
+    """torch's Muon state: the momentum buffer only (torch keeps no step count).
+
+    Attributes:
+      momentum_buffer: :math:`B_t`, the moving average of the gradients, shaped like the params.
+    """
 
     momentum_buffer: Any
 
@@ -53,6 +57,14 @@ def trace_muon_momentum(momentum: Any = 0.95, nesterov: bool = True) -> Gradient
 
     with :math:`B_0 = 0` (torch's ``buf.lerp_(grad, 1 - momentum)`` and
     ``grad.lerp(buf, momentum)``).
+
+    Args:
+      momentum: :math:`\\mu`, the weight of the past in the average.
+      nesterov: emit the look-ahead :math:`\\operatorname{lerp}(g_t, B_t, \\mu)` instead of
+        :math:`B_t`.
+
+    Returns:
+      The transform; its state is a :class:`MuonState`.
     """
 
     def init(params):
@@ -161,9 +173,22 @@ def scale_by_newton_schulz(
     eps: Any = EPS,
     adjust_lr_fn: str | None = None,
 ) -> GradientTransformation:
-    """``u -> r(shape) * NS(u)``: each 2-d update orthogonalised by
-    :func:`zeropower_via_newtonschulz`, cast back to its dtype and scaled by
-    :func:`adjusted_lr_ratio`, Muon's shape-dependent learning-rate factor."""
+    """Muon's orthogonalisation: ``u -> r(shape) * NS(u)`` for each 2-d update.
+
+    Each update is orthogonalised by :func:`zeropower_via_newtonschulz` (in bfloat16, as
+    torch), cast back to its dtype and scaled by :func:`adjusted_lr_ratio`, Muon's
+    shape-dependent learning-rate factor :math:`r`.
+
+    Args:
+      ns_coefficients: :math:`(a, b, c)` of the quintic Newton-Schulz iteration.
+      ns_steps: the number of iterations (a Python int).
+      eps: :math:`\\epsilon`, the floor of the Frobenius norm the update is divided by.
+      adjust_lr_fn: ``None``/``'original'`` (:math:`r = \\sqrt{\\max(1, A/B)}` for an
+        :math:`A \\times B` update) or ``'match_rms_adamw'`` (:math:`r = 0.2\\sqrt{\\max(A, B)}`).
+
+    Returns:
+      A stateless transform (its state is ``EmptyState()``).
+    """
 
     def fn(updates, params):
         del params
@@ -226,6 +251,13 @@ def muon(
       ``ValueError`` for a parameter that is not 2-d, and its ``RuntimeError`` for complex
       ones. torch checks ``ns_steps`` and ``ns_coefficients`` at its first step; here they are
       checked when the transform is built, with torch's messages.
+
+    References:
+      Jordan, Jin, Boza, You, Cesista, Newhouse & Bernstein, `Muon: An optimizer for hidden
+      layers in neural networks <https://kellerjordan.github.io/posts/muon/>`_, 2024.
+
+      Liu et al., `Muon is Scalable for LLM Training <https://arxiv.org/abs/2502.16982>`_, 2025
+      (``adjust_lr_fn='match_rms_adamw'``).
     """
     validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}")
     validation.require(lambda v: v >= 0.0, momentum, f"momentum should be >= 0 but is: {momentum}")
@@ -253,12 +285,14 @@ def muon(
 
 
 class Muon(Optimizer):
-    """torch.optim.Muon over JAX pytrees of 2-d parameters: ``Muon(params, lr=1e-3,
-    weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=(3.4445, -4.775, 2.0315),
-    eps=1e-7, ns_steps=5, adjust_lr_fn=None)``.
+    """torch.optim.Muon over JAX pytrees of 2-d parameters: ``Muon(params, lr=1e-3, ...)``.
 
-    Arguments as :func:`muon`; ``params`` as :class:`optim_jax.Optimizer` takes them (every
-    leaf 2-d). State per parameter: ``momentum_buffer``. Changing ``ns_steps`` recompiles.
+    ``Muon(params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+    ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None)``:
+    arguments as :func:`muon` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them (every leaf 2-d). torch's ``foreach``, ``fused``,
+    ``capturable`` and ``differentiable`` are accepted and ignored (every step is one compiled
+    XLA program). State per parameter: ``momentum_buffer``. Changing ``ns_steps`` recompiles.
     """
 
     transform = staticmethod(muon)

@@ -22,8 +22,15 @@ _SCALAR_STATE_DTYPE = jnp.float32
 
 
 class NAdamState(NamedTuple):
-    """torch's NAdam state: ``step``, ``mu_product`` (a float32 scalar), ``exp_avg``,
-    ``exp_avg_sq``."""
+    """torch's NAdam state: the step count, the momentum product and Adam's two moments.
+
+    Attributes:
+      step: :math:`t`, the number of updates made (an int32 scalar).
+      mu_product: :math:`\\Pi_t = \\prod_{s \\le t} \\mu_s`, a float32 scalar (torch keeps it in
+        its default dtype).
+      exp_avg: :math:`m_t`, the first moment, shaped like the params.
+      exp_avg_sq: :math:`v_t`, the second moment, shaped like the params.
+    """
 
     step: jax.Array
     mu_product: jax.Array
@@ -99,8 +106,11 @@ def nadam(
 ) -> GradientTransformationExtraArgs:
     """NAdam: Adam whose momentum step looks ahead, Nesterov-style, on a rising momentum schedule.
 
+    torch.optim.NAdam's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` and
+    :math:`m_0 = v_0 = 0`, :math:`\\Pi_0 = 1`:
+
     .. math::
-        g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
+        g_t \\leftarrow \\pm g_t \\, [+ \\lambda \\theta_{t-1}], \\quad
         \\mu_t = \\beta_1 \\left(1 - \\tfrac12\\, 0.96^{t \\psi}\\right), \\quad
         \\Pi_t = \\prod_{s \\le t} \\mu_s,
 
@@ -108,8 +118,13 @@ def nadam(
         v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2, \\quad
         D_t = \\sqrt{v_t / (1 - \\beta_2^t)} + \\epsilon,
 
-        \\theta_t = \\theta_{t-1} - \\gamma \\left(\\frac{1 - \\mu_t}{1 - \\Pi_t} \\frac{g_t}{D_t}
+        \\theta_t = \\theta_{t-1} \\, [- \\gamma \\lambda \\theta_{t-1}]
+            - \\gamma \\left(\\frac{1 - \\mu_t}{1 - \\Pi_t} \\frac{g_t}{D_t}
             + \\frac{\\mu_{t+1}}{1 - \\Pi_t \\mu_{t+1}} \\frac{m_t}{D_t}\\right)
+
+    The sign is :math:`-` with ``maximize``. The :math:`\\lambda` term goes on the gradient
+    (L2 penalty, the default) or, with ``decoupled_weight_decay``, on the weights (NAdamW),
+    never both; it is left out when ``weight_decay`` is 0.
 
     Args:
       lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
@@ -125,6 +140,13 @@ def nadam(
       The transform; its state holds torch's ``step``, ``mu_product`` (a float32 scalar, as
       torch keeps it), ``exp_avg`` and ``exp_avg_sq``. Complex parameters are treated as
       (real, imag) pairs, as torch does.
+
+    References:
+      Dozat, `Incorporating Nesterov Momentum into Adam
+      <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR 2016 workshop.
+
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019 (``decoupled_weight_decay``).
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
     validation.require(
@@ -142,7 +164,9 @@ def nadam(
 class NAdam(Optimizer):
     """torch.optim.NAdam over JAX pytrees: ``NAdam(params, lr=2e-3, betas=(0.9, 0.999), ...)``.
 
-    Arguments as :func:`nadam`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    Arguments as :func:`nadam` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
     per parameter: ``step``, ``mu_product``, ``exp_avg`` and ``exp_avg_sq``.
     """
 

@@ -68,7 +68,13 @@ def sma_lengths(beta2: Any, step: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 class RAdamState(NamedTuple):
-    """torch's RAdam state: ``step``, ``exp_avg``, ``exp_avg_sq`` (Adam's, without AMSGrad)."""
+    """torch's RAdam state: the step count and Adam's two moments (no AMSGrad maximum).
+
+    Attributes:
+      step: :math:`t`, the number of updates made (an int32 scalar).
+      exp_avg: :math:`m_t`, the first moment, shaped like the params.
+      exp_avg_sq: :math:`v_t`, the second moment, shaped like the params.
+    """
 
     step: jax.Array
     exp_avg: Any
@@ -141,21 +147,34 @@ def radam(
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """RAdam: Adam that steps with plain bias-corrected momentum until the second-moment
-    estimate's variance is tractable (:math:`\\rho_t > 5`), then rectifies the adaptive step.
+    """RAdam: Adam with its adaptive step rectified, and off while its variance is intractable.
+
+    Until the second-moment estimate's variance is tractable (:math:`\\rho_t > 5`) the step is
+    plain bias-corrected momentum; then the adaptive step, scaled by the rectification
+    :math:`r_t`. torch.optim.RAdam's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` and
+    :math:`m_0 = v_0 = 0`:
 
     .. math::
-        g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
+        g_t \\leftarrow \\pm g_t \\, [+ \\lambda \\theta_{t-1}], \\quad
         m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
         v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2,
 
-        \\theta_t = \\theta_{t-1} - \\gamma \\frac{m_t}{1 - \\beta_1^t} \\cdot
+        \\theta_t = \\theta_{t-1} \\, [- \\gamma \\lambda \\theta_{t-1}]
+            - \\gamma \\frac{m_t}{1 - \\beta_1^t} \\cdot
             \\begin{cases}
                 r_t \\sqrt{1 - \\beta_2^t} / (\\sqrt{v_t} + \\epsilon) & \\rho_t > 5 \\\\
                 1 & \\text{otherwise}
             \\end{cases}
 
-    with :math:`\\rho_t` and the rectification :math:`r_t` as in :func:`scale_by_radam`.
+        \\rho_\\infty = \\frac{2}{1 - \\beta_2} - 1, \\quad
+        \\rho_t = \\rho_\\infty - \\frac{2 t \\beta_2^t}{1 - \\beta_2^t}, \\quad
+        r_t = \\sqrt{\\frac{(\\rho_t - 4)(\\rho_t - 2)\\rho_\\infty}
+            {(\\rho_\\infty - 4)(\\rho_\\infty - 2)\\rho_t}}
+
+    The sign is :math:`-` with ``maximize``. The :math:`\\lambda` term goes on the gradient
+    (L2 penalty, the default) or, with ``decoupled_weight_decay``, on the weights (as AdamW),
+    never both; it is left out when ``weight_decay`` is 0. :math:`\\rho_t` is evaluated in a
+    form free of cancellation (:func:`sma_lengths`), equal to this one in exact arithmetic.
 
     Args:
       lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
@@ -169,6 +188,10 @@ def radam(
     Returns:
       The transform; its state holds torch's ``step``, ``exp_avg`` and ``exp_avg_sq``. Complex
       parameters are treated as (real, imag) pairs, as torch does.
+
+    References:
+      Liu, Jiang, He, Chen, Liu, Gao & Han, `On the Variance of the Adaptive Learning Rate and
+      Beyond <https://arxiv.org/abs/1908.03265>`_, ICLR 2020.
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
     return view_as_real(transform.descent(
@@ -183,7 +206,9 @@ def radam(
 class RAdam(Optimizer):
     """torch.optim.RAdam over JAX pytrees: ``RAdam(params, lr=1e-3, betas=(0.9, 0.999), ...)``.
 
-    Arguments as :func:`radam`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    Arguments as :func:`radam` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
     per parameter: ``step``, ``exp_avg`` and ``exp_avg_sq``.
     """
 

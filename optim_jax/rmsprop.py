@@ -19,10 +19,15 @@ from optim_jax.optimizer import Optimizer
 
 
 class RMSpropState(NamedTuple):
-    """torch's RMSprop state names: ``step``, ``square_avg`` and, when centred, ``grad_avg``.
+    """torch's RMSprop state: the step count, the mean square and, centred, the mean gradient.
 
-    ``step`` is ``None`` when a momentum block follows and keeps torch's ``step`` itself (its
-    ``MomentumState.step`` counts the same updates); ``grad_avg`` is ``None`` unless centred.
+    Attributes:
+      step: the number of updates made (an int32 scalar); ``None`` when a momentum block
+        follows and keeps torch's ``step`` itself (its ``MomentumState.step`` counts the same
+        updates).
+      square_avg: :math:`v_t`, the running mean of :math:`g^2`, shaped like the params.
+      grad_avg: :math:`\\bar g_t`, the running mean of :math:`g`, shaped like the params;
+        ``None`` unless ``centered``.
     """
 
     step: jax.Array | None
@@ -98,6 +103,9 @@ def rmsprop(
 ) -> GradientTransformationExtraArgs:
     """RMSprop with torch's L2 weight decay, centring, momentum and maximize options.
 
+    torch.optim.RMSprop's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` and
+    :math:`v_0 = \\bar g_0 = 0`:
+
     .. math::
         g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
         v_t = \\alpha v_{t-1} + (1 - \\alpha) g_t^2, \\quad
@@ -108,7 +116,7 @@ def rmsprop(
 
     with :math:`\\bar g_t = \\alpha \\bar g_{t-1} + (1 - \\alpha) g_t`, :math:`b_0 = 0`, and
     :math:`b_t` replaced by :math:`g_t / (\\sqrt{\\tilde v_t} + \\epsilon)` when
-    :math:`\\mu = 0`.
+    :math:`\\mu = 0` (no buffer is kept). The sign is :math:`-` with ``maximize``.
 
     Args:
       lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
@@ -124,6 +132,13 @@ def rmsprop(
       The transform; its state holds torch's ``step``, ``square_avg`` and, when used,
       ``momentum_buffer`` and ``grad_avg``. Complex parameters are treated as (real, imag)
       pairs, as torch does.
+
+    References:
+      Hinton, Srivastava & Swersky, `Neural Networks for Machine Learning, lecture 6e
+      <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
+
+      Graves, `Generating Sequences With Recurrent Neural Networks
+      <https://arxiv.org/abs/1308.0850>`_, 2013 (the centred form).
     """
     validation.check_lr(lr)
     validation.check_eps(eps)
@@ -142,7 +157,9 @@ def rmsprop(
 class RMSprop(Optimizer):
     """torch.optim.RMSprop over JAX pytrees: ``RMSprop(params, lr=1e-2, alpha=0.99, ...)``.
 
-    Arguments as :func:`rmsprop`; ``params`` as :class:`optim_jax.Optimizer` takes them. State
+    Arguments as :func:`rmsprop` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
     per parameter: ``step``, ``square_avg`` and, when used, ``momentum_buffer`` and
     ``grad_avg``.
     """

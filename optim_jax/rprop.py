@@ -18,8 +18,14 @@ from optim_jax.optimizer import Optimizer
 
 
 class RpropState(NamedTuple):
-    """torch's Rprop state names: ``step``, ``prev`` (the last gradient, zeroed where its sign
-    flipped) and ``step_size`` (one per element)."""
+    """torch's Rprop state: the step count, the previous gradient and the step sizes.
+
+    Attributes:
+      step: the number of updates made (an int32 scalar).
+      prev: :math:`p_t`, the last gradient with the elements whose sign flipped zeroed,
+        shaped like the params.
+      step_size: :math:`\\Delta_t`, one step size per element, shaped like the params.
+    """
 
     step: jax.Array
     prev: Any
@@ -104,15 +110,26 @@ def rprop(
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """Rprop: every element moves by its own step size in the direction against its gradient's
-    sign; the step size grows while the sign holds and shrinks when it flips.
+    """Rprop: each element steps by its own size against its gradient's sign, adapted by sign.
+
+    Every element moves by its own step size in the direction against its gradient's sign;
+    the step size grows while the sign holds and shrinks when it flips. torch.optim.Rprop's
+    update, with :math:`g_t = \\nabla f(\\theta_{t-1})`:
 
     .. math::
+        g_t \\leftarrow \\pm g_t, \\quad
+        \\eta_t = \\begin{cases} \\eta_+ & g_t p_{t-1} > 0 \\\\ \\eta_- & g_t p_{t-1} < 0 \\\\
+            1 & g_t p_{t-1} = 0 \\end{cases}, \\quad
         \\Delta_t = \\operatorname{clip}(\\Delta_{t-1}\\, \\eta_t, \\Delta_{min}, \\Delta_{max}),
-        \\quad \\theta_t = \\theta_{t-1} - \\operatorname{sign}(g_t [g_t g_{t-1} \\ge 0])\\, \\Delta_t
 
-    with :math:`\\eta_t = \\eta_+, \\eta_-, 1` as :math:`g_t g_{t-1}` is positive, negative or
-    zero, and :math:`g_{t-1}` the previous (masked) gradient. See :func:`scale_by_rprop`.
+        p_t = g_t \\,[g_t p_{t-1} \\ge 0], \\quad
+        \\theta_t = \\theta_{t-1} - \\operatorname{sign}(p_t)\\, \\Delta_t
+
+    with :math:`\\Delta_0 = \\gamma` and :math:`p_0 = 0`: where the sign flipped, the step size
+    shrinks and the element does not move this step (its stored gradient :math:`p_t` is 0, so
+    the next step neither grows nor shrinks it). The sign is :math:`-` with ``maximize``. This
+    is torch's variant: the paper's rule without its weight-backtracking (what Igel & Hüsken,
+    2000, call iRprop-).
 
     Args:
       lr: initial step size :math:`\\Delta_0` (read when the state is created).
@@ -121,8 +138,14 @@ def rprop(
       maximize: maximise the objective instead of minimising it.
 
     Returns:
-      The transform; its state holds torch's ``step``, ``prev`` and ``step_size``. Complex
-      parameters are treated as (real, imag) pairs, as torch does.
+      The transform; its state holds torch's ``step``, ``prev`` (:math:`p_t`) and
+      ``step_size`` (:math:`\\Delta_t`). Complex parameters are treated as (real, imag) pairs,
+      as torch does.
+
+    References:
+      Riedmiller & Braun, `A Direct Adaptive Method for Faster Backpropagation Learning: The
+      RPROP Algorithm <https://citeseerx.ist.psu.edu/viewdoc/summary?doi=10.1.1.21.1417>`_,
+      IEEE International Conference on Neural Networks, 1993.
     """
     validation.check_lr(lr)
     if not isinstance(etas, (tuple, list)) or len(etas) != 2:
@@ -138,8 +161,10 @@ def rprop(
 class Rprop(Optimizer):
     """torch.optim.Rprop over JAX pytrees: ``Rprop(params, lr=1e-2, etas=(0.5, 1.2), ...)``.
 
-    Arguments as :func:`rprop`; ``params`` as :class:`optim_jax.Optimizer` takes them. State per
-    parameter: ``step``, ``prev`` and ``step_size``. As in torch, ``lr`` only sets the initial
+    Arguments as :func:`rprop` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
+    per parameter: ``step``, ``prev`` and ``step_size``. As in torch, ``lr`` only sets the initial
     step sizes: changing a group's ``lr`` after its state exists has no effect.
     """
 

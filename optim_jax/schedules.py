@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 Step = int | jax.Array
+"""A step count: a Python int (host arithmetic, a float result) or an integer array."""
+
 Schedule = Callable[[Step], Any]
 """A function ``step -> lr``: a float for a Python step, an array for an array step."""
 
@@ -248,13 +250,13 @@ def lambda_lr(base_lr: float, lr_lambda: Callable[[Step], Any]) -> Schedule:
 
 
 def multiplicative_lr(base_lr: float, lr_lambda: Callable[[Step], Any]) -> Schedule:
-    """torch's ``MultiplicativeLR``: :math:`\\eta_t = \\eta_{t-1} \\cdot \\lambda(t)`, from
-    :math:`\\eta_0`.
+    """torch's ``MultiplicativeLR``: :math:`\\eta_t = \\eta_{t-1} \\cdot \\lambda(t)`.
 
-    The product has no closed form for an arbitrary ``lr_lambda``, so the schedule multiplies
-    the factors one by one, as torch does (bit for bit): ``t`` evaluations of ``lr_lambda`` per
-    call (a ``lax.fori_loop`` under ``jit``). For a constant factor use :func:`exponential_lr`,
-    which costs O(1).
+    From :math:`\\eta_0` at step 0, that is
+    :math:`\\eta_t = \\eta_0 \\prod_{s=1}^{t} \\lambda(s)`. The product has no closed form for an
+    arbitrary ``lr_lambda``, so the schedule multiplies the factors one by one, as torch does
+    (bit for bit): ``t`` evaluations of ``lr_lambda`` per call (a ``lax.fori_loop`` under
+    ``jit``). For a constant factor use :func:`exponential_lr`, which costs O(1).
 
     Args:
       base_lr: the group's initial learning rate :math:`\\eta_0`.
@@ -306,8 +308,10 @@ def multi_step_lr(base_lr: float, milestones: Sequence[int], gamma: float = 0.1)
 
 
 def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> Schedule:
-    """torch's ``ConstantLR``: :math:`\\eta_t = \\eta_0 f` for :math:`t < T`, then
-    :math:`\\eta_0`.
+    """torch's ``ConstantLR``: the learning rate scaled by a constant factor for a while.
+
+    .. math::
+        \\eta_t = \\eta_0 f \\ (t < T), \\qquad \\eta_t = \\eta_0 \\ (t \\ge T)
 
     Args:
       base_lr: the group's initial learning rate :math:`\\eta_0`.
@@ -327,8 +331,10 @@ def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -
 def linear_lr(
     base_lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
 ) -> Schedule:
-    """torch's ``LinearLR``:
-    :math:`\\eta_t = \\eta_0 (f_0 + (f_1 - f_0) \\min(T, t) / T)`.
+    """torch's ``LinearLR``: the learning rate scaled by a factor moving linearly to another.
+
+    .. math::
+        \\eta_t = \\eta_0 \\left(f_0 + (f_1 - f_0) \\frac{\\min(T, t)}{T}\\right)
 
     A Python step computes torch's closed form bit for bit. torch's recursive sequence, and that
     closed form, can miss :math:`f_1` by a rounding: with ``end_factor=0`` they may end at a
@@ -409,8 +415,10 @@ def _cosine(base_lr: Any, eta_min: Any, t: Any, period: Any, ops: _Ops) -> Any:
 
 
 def cosine_annealing_lr(base_lr: float, T_max: int, eta_min: float = 0.0) -> Schedule:
-    """torch's ``CosineAnnealingLR``:
-    :math:`\\eta_t = \\eta_{min} + (\\eta_0 - \\eta_{min}) (1 + \\cos(\\pi t / T_{max})) / 2`.
+    """torch's ``CosineAnnealingLR``: a cosine from the base rate down to ``eta_min``.
+
+    .. math::
+        \\eta_t = \\eta_{min} + (\\eta_0 - \\eta_{min}) \\frac{1 + \\cos(\\pi t / T_{max})}{2}
 
     Past ``T_max`` the curve rises again (period ``2 * T_max``), as torch's does.
 
@@ -430,6 +438,10 @@ def cosine_annealing_lr(base_lr: float, T_max: int, eta_min: float = 0.0) -> Sch
 
     Returns:
       The schedule ``step -> lr``.
+
+    References:
+      Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts
+      <https://arxiv.org/abs/1608.03983>`_, ICLR 2017 (one cycle of it, without restarts).
     """
     return _schedule(lambda t, ops: _cosine(base_lr, eta_min, t, T_max, ops))
 
@@ -446,8 +458,10 @@ def _restart_starts(T_0: int, T_mult: int, limit: int) -> list[int]:
 def cosine_annealing_warm_restarts(
     base_lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0
 ) -> Schedule:
-    """torch's ``CosineAnnealingWarmRestarts`` (SGDR):
-    :math:`\\eta_t = \\eta_{min} + (\\eta_0 - \\eta_{min}) (1 + \\cos(\\pi T_{cur} / T_i)) / 2`.
+    """torch's ``CosineAnnealingWarmRestarts`` (SGDR): cosine annealing with warm restarts.
+
+    .. math::
+        \\eta_t = \\eta_{min} + (\\eta_0 - \\eta_{min}) \\frac{1 + \\cos(\\pi T_{cur} / T_i)}{2}
 
     :math:`T_i = T_0 T_{mult}^i` is the length of the current cycle and :math:`T_{cur}` the
     steps since it started; both are found exactly in integers (torch's ``step(epoch)`` path
@@ -465,6 +479,10 @@ def cosine_annealing_warm_restarts(
 
     Raises:
       ValueError: torch's messages, for invalid ``T_0``, ``T_mult`` or ``eta_min``.
+
+    References:
+      Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts
+      <https://arxiv.org/abs/1608.03983>`_, ICLR 2017.
     """
     _check_warm_restarts(T_0, T_mult, eta_min)
     if T_mult == 1:
@@ -599,6 +617,10 @@ def cyclic_lr(
 
     Raises:
       ValueError: torch's message, for an unknown ``mode`` without ``scale_fn``.
+
+    References:
+      Smith, `Cyclical Learning Rates for Training Neural Networks
+      <https://arxiv.org/abs/1506.01186>`_, WACV 2017.
     """
     return _cyclic(
         base_lr, max_lr, True, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
@@ -764,6 +786,10 @@ def one_cycle_lr(
     Raises:
       ValueError: torch's messages, for invalid step counts, ``pct_start`` or
         ``anneal_strategy``.
+
+    References:
+      Smith & Topin, `Super-Convergence: Very Fast Training of Neural Networks Using Large
+      Learning Rates <https://arxiv.org/abs/1708.07120>`_, 2017.
     """
     initial_lr = max_lr / div_factor
     values = {"initial_lr": initial_lr, "max_lr": max_lr, "min_lr": initial_lr / final_div_factor}
@@ -959,8 +985,10 @@ def reduce_lr_on_plateau(
     min_lr: float = 0.0,
     eps: float = 1e-8,
 ) -> GradientTransformationExtraArgs:
-    """torch's ``ReduceLROnPlateau`` as a transform: multiplies updates by a rate that drops
-    by ``factor`` once the metric passed as ``update(..., value=metric)`` stops improving.
+    """torch's ``ReduceLROnPlateau`` as a transform: a rate that drops when a metric stalls.
+
+    The transform multiplies updates by a rate that drops by ``factor`` once the metric passed
+    as ``update(..., value=metric)`` stops improving.
 
     A value is an improvement if it beats the best so far by more than the threshold: in
     ``'min'`` mode :math:`v < b (1 - \\tau)` (``'rel'``) or :math:`v < b - \\tau` (``'abs'``);

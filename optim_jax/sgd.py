@@ -17,12 +17,23 @@ def sgd(
     *,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """SGD as torch.optim.SGD computes it.
+    """Stochastic gradient descent with torch's momentum, dampening and Nesterov options.
+
+    torch.optim.SGD's update, with :math:`g_t = \\nabla f(\\theta_{t-1})` (negated when
+    ``maximize``):
 
     .. math::
         g_t \\leftarrow \\pm g_t + \\lambda \\theta_{t-1}, \\quad
-        b_t = \\mu b_{t-1} + (1 - \\tau) g_t \\ (b_1 = g_1), \\quad
-        \\theta_t = \\theta_{t-1} - \\gamma \\,(g_t + \\mu b_t \\text{ if nesterov else } b_t)
+        b_t = \\begin{cases} g_t & t = 1 \\\\
+            \\mu b_{t-1} + (1 - \\tau) g_t & t > 1 \\end{cases},
+
+        d_t = g_t + \\mu b_t \\ (\\text{nesterov}) \\ \\text{or} \\ b_t, \\quad
+        \\theta_t = \\theta_{t-1} - \\gamma d_t
+
+    and :math:`d_t = g_t` (no buffer) when :math:`\\mu = 0`. The first buffer is the gradient
+    itself, undampened, and the learning rate multiplies the buffer's output rather than
+    entering it, as in torch (Sutskever et al. put it inside the buffer; for plain momentum the
+    two agree while the learning rate is constant).
 
     Args:
       lr: learning rate :math:`\\gamma`, a float or a schedule ``step -> lr``.
@@ -33,7 +44,26 @@ def sgd(
       maximize: maximise the objective instead of minimising it.
 
     Returns:
-      The transform; its state holds ``momentum_buffer`` when momentum is used.
+      The transform; its state holds torch's ``momentum_buffer`` and a ``step`` count when
+      momentum is used, no buffer otherwise.
+
+    References:
+      Robbins & Monro, `A Stochastic Approximation Method
+      <https://doi.org/10.1214/aoms/1177729586>`_, Annals of Mathematical Statistics, 1951.
+
+      Sutskever, Martens, Dahl & Hinton, `On the importance of initialization and momentum in
+      deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_, ICML 2013 (the
+      momentum and Nesterov forms).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optim_jax
+      >>> tx = optim_jax.sgd(lr=0.1, momentum=0.9)
+      >>> params = {'w': jnp.array([1.0, -2.0])}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({'w': jnp.array([0.5, 0.5])}, state, params)
+      >>> print(optim_jax.apply_updates(params, updates)['w'])
+      [ 0.95 -2.05]
     """
     validation.check_lr(lr)
     validation.check_momentum(momentum)
@@ -49,8 +79,10 @@ def sgd(
 class SGD(Optimizer):
     """torch.optim.SGD over JAX pytrees: ``SGD(params, lr=1e-3, momentum=0, ...)``.
 
-    Arguments as :func:`sgd`; ``params`` as :class:`optim_jax.Optimizer` takes them. State per
-    parameter, when momentum is non-zero: ``momentum_buffer`` and ``step`` (momentum steps
+    Arguments as :func:`sgd` (which also gives the update rule); ``params`` as
+    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
+    per parameter, when momentum is non-zero: ``momentum_buffer`` and ``step`` (momentum steps
     taken; 0 means the buffer starts from the next gradient, as torch's ``None`` buffer does).
     """
 

@@ -26,8 +26,10 @@ from optim_jax.transform import AdamState
 def scale_by_sparse_adam(
     lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps=1e-8
 ) -> GradientTransformation:
-    """torch's SparseAdam step on the non-zero entries of the gradient. The output is the full
-    update (learning rate included); entries where the gradient is zero get ``-0.0``.
+    """torch's SparseAdam step, on the non-zero entries of the gradient only.
+
+    The output is the full update (learning rate included); entries where the gradient is zero
+    get ``-0.0``.
 
     On the entries where :math:`g_t \\ne 0`:
 
@@ -103,14 +105,24 @@ def sparse_adam(
     eps: float = 1e-8,
     maximize: bool = False,
 ) -> GradientTransformationExtraArgs:
-    """SparseAdam: Adam whose moments and parameters move only where the gradient has entries
-    (here: is non-zero), for embedding-style gradients that touch few rows.
+    """SparseAdam: Adam whose moments and parameters move only where the gradient is non-zero.
+
+    For embedding-style gradients that touch few rows ("lazy Adam"): torch's sparse gradient
+    entries are, here, the non-zero entries. torch.optim.SparseAdam's update, with
+    :math:`g_t = \\nabla f(\\theta_{t-1})` and :math:`m_0 = v_0 = 0`, on the entries where
+    :math:`g_t \\ne 0`:
 
     .. math::
-        \\theta_t = \\theta_{t-1} - \\frac{\\gamma \\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}
-            \\frac{m_t}{\\sqrt{v_t} + \\epsilon} \\quad \\text{where } g_t \\ne 0
+        g_t \\leftarrow \\pm g_t, \\quad
+        m_t = m_{t-1} + (1 - \\beta_1)(g_t - m_{t-1}), \\quad
+        v_t = v_{t-1} + (1 - \\beta_2)(g_t^2 - v_{t-1}),
 
-    with the masked moments of :func:`scale_by_sparse_adam`.
+        \\theta_t = \\theta_{t-1} - \\frac{\\gamma \\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}
+            \\frac{m_t}{\\sqrt{v_t} + \\epsilon}
+
+    and :math:`m_t = m_{t-1}`, :math:`v_t = v_{t-1}`, :math:`\\theta_t = \\theta_{t-1}`
+    elsewhere; :math:`t` counts every update, with or without entries. The sign is :math:`-`
+    with ``maximize``. There is no weight decay, as in torch.
 
     Args:
       lr: :math:`\\gamma > 0`, a float or a schedule ``step -> lr``.
@@ -121,6 +133,10 @@ def sparse_adam(
     Returns:
       The transform; its state holds torch's ``step``, ``exp_avg`` and ``exp_avg_sq``.
       Complex parameters raise torch's ``ValueError`` at ``init``.
+
+    References:
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015 (the dense algorithm).
     """
     validation.require(lambda v: v > 0.0, lr, f"Invalid learning rate: {lr}")
     validation.require(lambda v: v > 0.0, eps, f"Invalid epsilon value: {eps}")
@@ -135,11 +151,14 @@ def sparse_adam(
 
 
 class SparseAdam(Optimizer):
-    """torch.optim.SparseAdam over JAX pytrees: ``SparseAdam(params, lr=1e-3, betas=(0.9,
-    0.999), eps=1e-8, maximize=False)``; zero gradient entries stand for absent sparse entries.
+    """torch.optim.SparseAdam over JAX pytrees: ``SparseAdam(params, lr=1e-3, ...)``.
 
-    Arguments as :func:`sparse_adam`; ``params`` as :class:`optim_jax.Optimizer` takes them.
-    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``.
+    ``SparseAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False)``; zero
+    gradient entries stand for absent sparse entries. Arguments as :func:`sparse_adam` (which
+    also gives the update rule); ``params`` as :class:`optim_jax.Optimizer` takes them. torch's
+    ``foreach``, ``fused``, ``capturable`` and ``differentiable`` are accepted and ignored
+    (every step is one compiled XLA program). State per parameter: ``step``, ``exp_avg``,
+    ``exp_avg_sq``.
     """
 
     transform = staticmethod(sparse_adam)

@@ -55,22 +55,27 @@ def require(ok, value: Any, message: str) -> None:
 
 
 def check_lr(lr: Any) -> None:
+    """torch's ``Invalid learning rate`` check: ``lr >= 0``."""
     require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}")
 
 
 def check_eps(eps: Any) -> None:
+    """torch's ``Invalid epsilon value`` check: ``eps >= 0``."""
     require(lambda v: v >= 0.0, eps, f"Invalid epsilon value: {eps}")
 
 
 def check_weight_decay(weight_decay: Any) -> None:
+    """torch's ``Invalid weight_decay value`` check: ``weight_decay >= 0``."""
     require(lambda v: v >= 0.0, weight_decay, f"Invalid weight_decay value: {weight_decay}")
 
 
 def check_momentum(momentum: Any) -> None:
+    """torch's ``Invalid momentum value`` check: ``momentum >= 0``."""
     require(lambda v: v >= 0.0, momentum, f"Invalid momentum value: {momentum}")
 
 
 def check_betas(betas: Any) -> None:
+    """``betas`` is a pair, each in ``[0, 1)`` (torch's ``Invalid beta parameter`` check)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
     for index, beta in enumerate(betas):
@@ -80,6 +85,7 @@ def check_betas(betas: Any) -> None:
 
 
 def check_nesterov(nesterov: bool, momentum: Any, dampening: Any) -> None:
+    """Nesterov momentum needs ``momentum > 0`` and ``dampening == 0``, as torch's SGD checks."""
     if not nesterov or getattr(_state, "suspended", False):
         return
     m, d = concrete(momentum), concrete(dampening)
