@@ -37,12 +37,14 @@ from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
 from optim_jax.rmsprop import RMSprop, RMSpropState, rmsprop, scale_by_rms
 from optim_jax.rprop import Rprop, RpropState, rprop, scale_by_rprop
 from optim_jax.sgd import SGD, sgd
+from optim_jax.sharding import ZeroRedundancyOptimizer, zero_redundancy
 from optim_jax.sparse_adam import SparseAdam, scale_by_sparse_adam, sparse_adam
 from optim_jax.transform import (
     AdamState,
     MomentumState,
     ScheduleState,
     add_decayed_weights,
+    clip_grad_norm,
     descent,
     negate,
     scale_by_adam,
@@ -71,6 +73,7 @@ __all__ = [
     "AdamW",
     "adamw",
     "add_decayed_weights",
+    "clip_grad_norm",
     "apply_updates",
     "ASGD",
     "asgd",
@@ -134,4 +137,6 @@ __all__ = [
     "view_as_real",
     "with_extra_args_support",
     "zeropower_via_newtonschulz",
+    "zero_redundancy",
+    "ZeroRedundancyOptimizer",
 ]

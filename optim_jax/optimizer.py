@@ -150,6 +150,8 @@ class Optimizer:
     static_zeros: tuple[str, ...] = ()
     static_args: tuple[str, ...] = ()
     max_groups: int | None = None
+    # Wraps each group's transform to lay its state out (ZeroRedundancyOptimizer sets it).
+    _state_layout: Callable[[Any], Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Gives a subclass that sets ``transform`` torch's constructor, from its signature.
@@ -256,7 +258,8 @@ class Optimizer:
 
     def _transform_for(self, structure: tuple, vector: jax.Array, offset: int):
         options, offset = self._options_for(structure, vector, offset)
-        return type(self).transform(**options), offset
+        tx = type(self).transform(**options)
+        return (tx if self._state_layout is None else self._state_layout(tx)), offset
 
     def _init_state(self, group: Mapping[str, Any], structure: tuple):
         vector = jnp.asarray(self._hyperparams(group, structure), numerics.scalar_dtype())
@@ -750,6 +753,8 @@ def _gather_field(name, template, treedef, indices, saved_state):
         if name not in entry:
             raise ValueError(f"loaded state for parameter {i} has no '{name}'")
         value = jnp.asarray(entry[name])
+        if isinstance(expected, jax.Array) and len(expected.sharding.device_set) > 1:
+            value = jax.device_put(value, expected.sharding)  # where init put it, ZeRO included
         if value.shape != expected.shape:
             raise ValueError(
                 f"loaded '{name}' for parameter {i} has shape {value.shape}, expected "

@@ -9,6 +9,7 @@ same devices and returns them with the shardings they came in with.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -119,3 +120,33 @@ def zero_redundancy(
         return updates, shard(state)
 
     return GradientTransformationExtraArgs(init, update)
+
+
+def ZeroRedundancyOptimizer(  # noqa: N802  (torch's class name; returns the wrapped class)
+    params: Any, optimizer_class: type, *, axis: str = "data", mesh: Mesh | None = None,
+    **defaults: Any,
+) -> Any:
+    """The stateful face of :func:`zero_redundancy`, named after torch's distributed class.
+
+    ``ZeroRedundancyOptimizer(params, optim_jax.Adam, lr=1e-3)`` is an ``optim_jax.Adam``
+    (``isinstance`` holds, every method works as usual) whose state is sharded along ``axis``
+    of the params' mesh while the params stay replicated.
+
+    Args:
+      params: as the optimizer class takes them, laid out (replicated) over a mesh.
+      optimizer_class: a stateful optimizer such as ``optim_jax.Adam``.
+      axis: the data-parallel mesh axis to shard the state along.
+      mesh: the mesh; by default the one the params are laid out over.
+      **defaults: the optimizer's hyperparameters.
+
+    Returns:
+      An instance of ``optimizer_class``.
+    """
+    mesh = params_mesh(params) if mesh is None else mesh
+    if mesh is None:
+        raise ValueError("ZeroRedundancyOptimizer needs params laid out over a mesh (a "
+                         "NamedSharding) or mesh=...")
+    optimizer = optimizer_class.__new__(optimizer_class)
+    optimizer._state_layout = functools.partial(zero_redundancy, mesh=mesh, axis=axis)
+    optimizer.__init__(params, **defaults)
+    return optimizer

@@ -18,6 +18,7 @@ ELEMENTWISE = ["sgd", "adam", "adamw", "adagrad", "adadelta", "adamax", "asgd", 
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter")
 
 mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+replicated = NamedSharding(mesh, P())
 specs = {"w": P("data", "model"), "b": P("model")}
 params = {
     "w": jax.device_put(jnp.ones((16, 8)), NamedSharding(mesh, specs["w"])),
@@ -26,19 +27,29 @@ params = {
 
 
 def same_sharding(tree_a, tree_b):
-    """Whether every array leaf of ``tree_a`` (scalar counters aside) has ``tree_b``'s sharding.
-
-    Scalar counters such as ``step`` are left out: ``init`` makes them on one device and the
-    jitted update returns them replicated (a known gap, see the README's many-devices section).
-    """
+    """Whether every array leaf of ``tree_a`` has ``tree_b``'s sharding."""
     return all(a.sharding.is_equivalent_to(b.sharding, a.ndim)
-               for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)) if a.ndim)
+               for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
 
 
-def param_shaped_leaves_follow_params(state):
-    by_shape = {p.shape: p for p in jax.tree.leaves(params)}
-    return all(leaf.sharding.is_equivalent_to(by_shape[leaf.shape].sharding, leaf.ndim)
-               for leaf in jax.tree.leaves(state) if leaf.shape in by_shape)
+def state_follows_params(state):
+    """Param-shaped leaves have their param's sharding; every other leaf is replicated."""
+    by_shape = {p.shape: p.sharding for p in jax.tree.leaves(params)}
+    return all(leaf.sharding.is_equivalent_to(by_shape.get(leaf.shape, replicated), leaf.ndim)
+               for leaf in jax.tree.leaves(state))
+
+
+def collectives(hlo):
+    return sorted(c for c in COLLECTIVES if c in hlo)
+
+
+def state_bytes_per_device(tree):
+    """Bytes of ``tree`` on each device (the largest, should they differ)."""
+    per_device = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+    return max(per_device.values())
 
 
 results = {}
@@ -55,20 +66,87 @@ for name in ELEMENTWISE:
     hlo = step.lower(params, state, grads).compile().as_text()
     new_params, new_state = step(params, state, grads)
     results[name] = {
-        "state_follows_params": param_shaped_leaves_follow_params(state),
-        "collectives": [c for c in COLLECTIVES if c in hlo],
+        "state_follows_params": state_follows_params(state),
+        "collectives": collectives(hlo),
         "params_keep_sharding": same_sharding(new_params, params),
         "state_keeps_sharding": same_sharding(new_state, state),
     }
 
-opt = optim.Adam(params, lr=1e-3)
-for _ in range(3):
-    opt.step(lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"]))
-results["stateful"] = {
-    "params_keep_sharding": all(
-        opt.params[k].sharding.is_equivalent_to(NamedSharding(mesh, s), opt.params[k].ndim)
-        for k, s in specs.items()),
-    "state_follows_params": opt.state[1]["exp_avg"].sharding.is_equivalent_to(
-        NamedSharding(mesh, specs["w"]), 2),
+
+
+def loss(p):
+    return jnp.sum(p["w"] ** 2) + jnp.sum(jnp.sin(p["b"]))
+
+
+def stateful_findings(opt, expected_params, expected_state):
+    """Shardings of a stateful optimizer's params and state after steps and a state_dict trip."""
+    found = {}
+    for _ in range(3):
+        opt.step(loss)
+    found["params_keep_sharding"] = same_sharding(opt.params, expected_params)
+    found["state_keeps_sharding"] = same_sharding(opt._states, expected_state)
+    saved = jax.tree.map(np.asarray, opt.state_dict())  # host copies, as a checkpoint holds
+    opt.load_state_dict(saved)
+    found["state_sharding_survives_load"] = same_sharding(opt._states, expected_state)
+    opt.step(loss)
+    found["state_keeps_sharding_after_load"] = same_sharding(opt._states, expected_state)
+    return found
+
+
+results["stateful"] = stateful_findings(
+    optim.Adam(jax.tree.map(jnp.copy, params), lr=1e-3), params, optim.adam(1e-3).init(params))
+
+# Math that needs reductions: only all-reduces of scalars appear.
+clipped = optim.chain(optim.clip_grad_norm(1.0), optim.sgd(0.1))
+hlo = jax.jit(clipped.update).lower(grads, clipped.init(params), params).compile().as_text()
+results["clip_grad_norm"] = collectives(hlo)
+lbfgs = optim.lbfgs(line_search_fn="strong_wolfe")
+lbfgs_state = lbfgs.init(params)
+lbfgs_update = jax.jit(lambda g, s, p: lbfgs.update(g, s, p, value=loss(p), value_fn=loss))
+hlo = lbfgs_update.lower(grads, lbfgs_state, params).compile().as_text()
+updates, new_state = lbfgs_update(grads, lbfgs_state, params)
+results["lbfgs"] = {
+    "collectives": collectives(hlo),
+    "state_replicated": all(leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
+                            for leaf in jax.tree.leaves(lbfgs_state)),
+    "updates_keep_sharding": same_sharding(updates, params),
+}
+
+# ZeRO-1: params replicated over a pure data-parallel mesh, state split along it.
+flat_mesh = Mesh(np.array(jax.devices()), ("data",))
+everywhere = NamedSharding(flat_mesh, P())
+mlp = {f"w{i}": jax.device_put(jnp.full((256, 256), 0.01 * (i + 1)), everywhere) for i in range(3)}
+mlp["bias"] = jax.device_put(jnp.zeros(10), everywhere)
+mlp_grads = jax.tree.map(lambda p: jnp.cos(p) * 0.1, mlp)
+zero = optim.zero_redundancy(optim.adam(1e-3), flat_mesh, axis="data")
+runs = {}
+for label, tx in (("replicated", optim.adam(1e-3)), ("zero1", zero)):
+    state = tx.init(mlp)
+
+    @jax.jit
+    def step(p, s, g, tx=tx):
+        updates, s = tx.update(g, s, p)
+        return optim.apply_updates(p, updates), s
+
+    hlo = step.lower(mlp, state, mlp_grads).compile().as_text()
+    p, s = mlp, state
+    for _ in range(3):
+        p, s = step(p, s, mlp_grads)
+    runs[label] = {
+        "state_bytes_per_device": state_bytes_per_device(state),
+        "params_bytes_per_device": state_bytes_per_device(mlp),
+        "collectives": collectives(hlo),
+        "params_stay_replicated": same_sharding(p, mlp),
+        "state_keeps_layout": same_sharding(s, state),
+        "params": {k: np.asarray(v).tolist()[:2] for k, v in p.items() if k != "bias"},
+    }
+results["zero1"] = {
+    **{k: {f: v for f, v in r.items() if f != "params"} for k, r in runs.items()},
+    "same_params": runs["zero1"]["params"] == runs["replicated"]["params"],
+}
+zero_opt = optim.ZeroRedundancyOptimizer(jax.tree.map(jnp.copy, mlp), optim.Adam, lr=1e-3)
+results["zero1_stateful"] = {
+    "is_adam": isinstance(zero_opt, optim.Adam),
+    "state_bytes_per_device": state_bytes_per_device(zero_opt._states),
 }
 print(json.dumps(results))

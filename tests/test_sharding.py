@@ -1,6 +1,7 @@
-"""Sharded params across 8 (fake CPU) devices: optimizer state takes each parameter's sharding,
-updates keep it, elementwise algorithms compile to no collectives, and the stateful class keeps
-shardings across its donated steps. Runs in a subprocess: the device count must be set before
+"""Sharded params across 8 (fake CPU) devices: optimizer state takes each parameter's sharding
+(scalars replicated), updates keep it, elementwise algorithms compile to no collectives, the
+stateful class keeps shardings across donated steps and state_dict round trips, and ZeRO-1
+splits the state of replicated params. Runs in a subprocess: the device count must be set before
 JAX starts."""
 
 import json
@@ -33,5 +34,35 @@ def test_elementwise_update_keeps_shardings_and_adds_no_collectives(findings, na
     }
 
 
-def test_stateful_optimizer_keeps_shardings_across_donated_steps(findings):
-    assert findings["stateful"] == {"params_keep_sharding": True, "state_follows_params": True}
+def test_stateful_optimizer_keeps_shardings_across_steps_and_state_dict(findings):
+    assert findings["stateful"] == {
+        "params_keep_sharding": True,
+        "state_keeps_sharding": True,
+        "state_sharding_survives_load": True,
+        "state_keeps_sharding_after_load": True,
+    }
+
+
+def test_global_norm_clipping_adds_only_its_reduction(findings):
+    assert findings["clip_grad_norm"] == ["all-reduce"]
+
+
+def test_lbfgs_on_sharded_params(findings):
+    # torch's algorithm works on the flattened params: the flat vector and history are
+    # replicated, so each evaluation gathers params and gradient (see the README).
+    assert findings["lbfgs"]["collectives"] == ["all-gather", "all-reduce"]
+    assert findings["lbfgs"]["state_replicated"]
+
+
+def test_zero1_shards_state_one_eighth_per_device_with_identical_updates(findings):
+    plain, zero = findings["zero1"]["replicated"], findings["zero1"]["zero1"]
+    assert plain["params_bytes_per_device"] == zero["params_bytes_per_device"] == 786472
+    # Adam's two moments: twice the params; then 1/8 of it on each of 8 devices (the 10-long
+    # bias does not split 8 ways and stays replicated, as do the step counters).
+    assert plain["state_bytes_per_device"] == 2 * 786472 + 4
+    assert zero["state_bytes_per_device"] == 2 * (3 * 256 * 256 * 4 // 8 + 40) + 4
+    assert plain["collectives"] == [] and zero["collectives"] == ["all-gather"]
+    assert zero["params_stay_replicated"] and zero["state_keeps_layout"]
+    assert findings["zero1"]["same_params"]
+    assert findings["zero1_stateful"] == {
+        "is_adam": True, "state_bytes_per_device": zero["state_bytes_per_device"]}
