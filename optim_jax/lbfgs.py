@@ -117,8 +117,10 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return jnp.where(d2_square >= 0, _py_min(_py_max(min_pos, xmin), xmax), (xmin + xmax) / 2.0)
 
 
-def _nonfinite(f, g):
-    return ~jnp.isfinite(f) | ~jnp.all(jnp.isfinite(g))
+def _nonfinite(f, g_max):
+    """Whether ``f`` or a gradient with ``max |g| = g_max`` holds a NaN or an infinity (the
+    maximum propagates both), sparing a second pass over the gradient."""
+    return ~jnp.isfinite(f) | ~jnp.isfinite(g_max)
 
 
 class _Bracketing(NamedTuple):
@@ -150,9 +152,9 @@ class _Zoom(NamedTuple):
     evals: Any
 
 
-def _strong_wolfe(evaluate, x, t, d, f, g, gtd, max_ls):
-    """torch's ``_strong_wolfe``: returns ``(f_new, g_new, t, evaluations)``."""
-    d_norm = jnp.max(jnp.abs(d))
+def _strong_wolfe(evaluate, x, t, d, d_norm, f, g, gtd, max_ls):
+    """torch's ``_strong_wolfe`` (``d_norm = max |d|``): returns ``(f_new, g_new, t,
+    evaluations)``."""
 
     def at(step):
         f_new, g_new = evaluate(x + step * d)
@@ -264,20 +266,24 @@ def _direction(state: LBFGSState, flat_grad: jax.Array, history_size: int) -> LB
                            head=state.head.astype(jnp.int32),
                            H_diag=state.H_diag.astype(flat_grad.dtype))
     rows = lambda i: (state.head + i) % history_size  # noqa: E731  (logical -> ring row)
+    # Both loops run over the whole ring with the empty rows masked out: a fixed trip count
+    # compiles to a faster loop than one bounded by ``num_old`` (about 0.6x the time at n=1000).
+    valid = lambda i: i < state.num_old  # noqa: E731
 
     def backward(k, carry):
         q, al = carry
-        i = state.num_old - 1 - k
+        i = history_size - 1 - k
         al_i = (state.old_stps[rows(i)] @ q) * state.ro[rows(i)]
-        return q + (-al_i) * state.old_dirs[rows(i)], al.at[i].set(al_i)
+        return jnp.where(valid(i), q + (-al_i) * state.old_dirs[rows(i)], q), al.at[i].set(al_i)
 
-    q, al = jax.lax.fori_loop(0, state.num_old, backward, (-flat_grad, jnp.zeros_like(state.ro)))
+    q, al = jax.lax.fori_loop(0, history_size, backward,
+                              (-flat_grad, jnp.zeros_like(state.ro)))
 
     def forward(i, r):
         be_i = (state.old_dirs[rows(i)] @ r) * state.ro[rows(i)]
-        return r + (al[i] - be_i) * state.old_stps[rows(i)]
+        return jnp.where(valid(i), r + (al[i] - be_i) * state.old_stps[rows(i)], r)
 
-    d = jax.lax.fori_loop(0, state.num_old, forward, q * state.H_diag)
+    d = jax.lax.fori_loop(0, history_size, forward, q * state.H_diag)
     return state._replace(d=jnp.where(first, -flat_grad, d))
 
 
@@ -291,7 +297,18 @@ class _Iterate(NamedTuple):
     stop: Any
 
 
-def _iteration(evaluate: Callable, options: Options) -> Callable[[_Iterate], _Iterate]:
+def _first_step(flat_grad: jax.Array, lr: Any) -> jax.Array:
+    """torch's step length on the very first iteration, ``min(1, 1/|g|_1) * lr``.
+
+    Only the first iteration of a step can be the state's first, so this is computed once from
+    the step's starting gradient, not in every iteration.
+    """
+    inverse = 1.0 / jnp.sum(jnp.abs(flat_grad))
+    return jnp.where(inverse < 1.0, inverse, 1.0) * lr
+
+
+def _iteration(evaluate: Callable, options: Options,
+               first_t: jax.Array) -> Callable[[_Iterate], _Iterate]:
     """One pass of the body of torch's ``while n_iter < max_iter`` loop."""
     lr, tolerance_change = options.lr, options.tolerance_change
 
@@ -300,16 +317,17 @@ def _iteration(evaluate: Callable, options: Options) -> Callable[[_Iterate], _It
         state = it.state._replace(n_iter=it.state.n_iter + 1)
         state = _direction(state, it.flat_grad, options.history_size)
         d, g = state.d, it.flat_grad
-        first_t = jnp.where(1.0 / jnp.sum(jnp.abs(g)) < 1.0, 1.0 / jnp.sum(jnp.abs(g)), 1.0) * lr
         t = jnp.where(state.n_iter == 1, first_t, lr).astype(g.dtype)
         state = state._replace(prev_flat_grad=g, prev_loss=it.loss, t=t)
         gtd = g @ d
+        d_max = jnp.max(jnp.abs(d))
         ascent = gtd > -tolerance_change
 
         def move(_):
             if options.line_search_fn == "strong_wolfe":
                 loss, flat_grad, step, evals = _strong_wolfe(
-                    evaluate, it.x, t, d, it.loss, g, gtd, options.max_eval - it.current_evals
+                    evaluate, it.x, t, d, d_max, it.loss, g, gtd,
+                    options.max_eval - it.current_evals,
                 )
             else:
                 step = t
@@ -324,16 +342,20 @@ def _iteration(evaluate: Callable, options: Options) -> Callable[[_Iterate], _It
         loss, flat_grad, step, evals = jax.lax.cond(
             ascent, lambda _: (it.loss, g, t, jnp.zeros([], jnp.int32)), move, None
         )
-        bad = ~ascent & _nonfinite(loss, flat_grad)
+        g_max = jnp.max(jnp.abs(flat_grad))
+        bad = ~ascent & _nonfinite(loss, g_max)
         x = jnp.where(ascent | bad, it.x, it.x + step * d)
         loss, flat_grad = jnp.where(bad, it.loss, loss), jnp.where(bad, g, flat_grad)
         current_evals = it.current_evals + evals
         state = state._replace(t=step, func_evals=state.func_evals + evals,
                                nonfinite=state.nonfinite | bad)
+        # A bad point stops the step whatever the tests below say, so they may read the
+        # rejected gradient's g_max; max |d * step| is max |d| * |step| exactly (rounding is
+        # monotone).
         stop = (
             ascent | bad | (n_iter == options.max_iter) | (current_evals >= options.max_eval)
-            | (jnp.max(jnp.abs(flat_grad)) <= options.tolerance_grad)
-            | (jnp.max(jnp.abs(d * step)) <= tolerance_change)
+            | (g_max <= options.tolerance_grad)
+            | (d_max * jnp.abs(step) <= tolerance_change)
             | (jnp.abs(loss - it.loss) < tolerance_change)
         )
         return _Iterate(x, loss, flat_grad, state, n_iter, current_evals, stop)
@@ -375,11 +397,13 @@ def lbfgs_step(
     x, unravel = ravel_pytree(params)
     evaluate = _flat_objective(fun, unravel, x.dtype)
     loss, flat_grad = evaluate(x)
-    bad = _nonfinite(loss, flat_grad)
+    g_max = jnp.max(jnp.abs(flat_grad))
+    bad = _nonfinite(loss, g_max)
     state = state._replace(func_evals=state.func_evals + 1, nonfinite=bad)
     start = _Iterate(x, loss, flat_grad, state, jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32),
-                     bad | (jnp.max(jnp.abs(flat_grad)) <= opts.tolerance_grad))
-    end = jax.lax.while_loop(lambda it: ~it.stop, _iteration(evaluate, opts), start)
+                     bad | (g_max <= opts.tolerance_grad))
+    body = _iteration(evaluate, opts, _first_step(flat_grad, opts.lr))
+    end = jax.lax.while_loop(lambda it: ~it.stop, body, start)
     return loss, unravel(end.x), end.state
 
 
@@ -439,7 +463,7 @@ def lbfgs(
         # One iteration as torch's first of a step: the line search may spend max_eval - 1
         # evaluations, and no evaluation follows a fixed step (the caller makes the next one).
         one = opts._replace(max_iter=1)
-        it = _iteration(evaluate, one)(
+        it = _iteration(evaluate, one, _first_step(flat_grad, lr))(
             _Iterate(x, jnp.asarray(value, x.dtype), flat_grad, state, jnp.zeros([], jnp.int32),
                      jnp.ones([], jnp.int32), jnp.zeros([], bool))
         )
