@@ -15,36 +15,25 @@ from pathlib import Path
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
+from multiprocess_worker import SPECS, mlp_loss, mlp_problem  # noqa: E402
 
 import optim_jax  # noqa: E402
 
 CHECKPOINTS = Path(sys.argv[1])
 BEFORE, AFTER = 3, 3  # steps before the checkpoint, and after it
-BATCH, FEATURES, HIDDEN, CLASSES = 32, 16, 32, 8
 
 devices = np.array(jax.devices())
 saved_mesh = Mesh(devices.reshape(4, 2), ("data", "model"))
 new_mesh = Mesh(devices.reshape(8, 1), ("data", "model"))
-specs = {"w1": P("data", "model"), "b1": P("model"), "w2": P("model", "data"), "b2": P("data")}
-
-rng = np.random.default_rng(0)
-init = {
-    "w1": rng.standard_normal((FEATURES, HIDDEN), np.float32) / np.sqrt(FEATURES),
-    "b1": np.zeros(HIDDEN, np.float32),
-    "w2": rng.standard_normal((HIDDEN, CLASSES), np.float32) / np.sqrt(HIDDEN),
-    "b2": np.zeros(CLASSES, np.float32),
-}
-batches = [(rng.standard_normal((BATCH, FEATURES), np.float32),
-            rng.integers(0, CLASSES, BATCH).astype(np.int32)) for _ in range(BEFORE + AFTER)]
+init, batches = mlp_problem(steps=BEFORE + AFTER, batch_size=32)
 
 
 def laid_out(mesh: Mesh) -> dict[str, jax.Array]:
-    return {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in init.items()}
+    return {k: jax.device_put(v, NamedSharding(mesh, SPECS[k])) for k, v in init.items()}
 
 
 def batch(step: int, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
@@ -55,10 +44,7 @@ def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     # The math runs on gathered weights and the whole batch, as ZeRO keeps only params and state
     # sharded: a batch split 4 or 8 ways would be summed in a different order on each layout, and
     # no continuation on another layout could then match bit for bit.
-    params = jax.lax.with_sharding_constraint(params, P())
-    hidden = jax.nn.relu(x @ params["w1"] + params["b1"])
-    logits = hidden @ params["w2"] + params["b2"]
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+    return mlp_loss(jax.lax.with_sharding_constraint(params, P()), x, y)
 
 
 def on_mesh(tree: object, mesh: Mesh) -> bool:
