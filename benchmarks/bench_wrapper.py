@@ -1,7 +1,7 @@
 """Training-step benchmark: optim_jax's stateful ``Adam`` wrapper against the alternatives.
 
 One full training step of an MLP 784-256-256-10 (ReLU, float32, batch 128, softmax
-cross-entropy, Adam with lr=1e-3) in four implementations:
+cross-entropy, Adam with lr=1e-3) in five implementations:
 
 * (a) hand-written ``jax.jit`` step: ``value_and_grad`` + ``optax.adam`` update +
   ``optax.apply_updates``, params and optimiser state donated. The baseline.
@@ -9,10 +9,12 @@ cross-entropy, Adam with lr=1e-3) in four implementations:
   ``def closure(p): return loss_fn(p, x, y)`` and calls ``opt.step(closure)``.
 * (c) flax ``nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)`` with an ``nnx.jit`` train
   step (model and optimizer donated).
-* (d) torch eager: ``nn.Sequential`` MLP, ``torch.optim.Adam`` (default foreach),
+* (d) ``optim_jax.Adam(model)`` on (c)'s nnx module, ``opt.step(closure, x, y)`` with
+  ``closure(model, x, y)``; the new values are written back into the module every step.
+* (e) torch eager: ``nn.Sequential`` MLP, ``torch.optim.Adam`` (default foreach),
   ``zero_grad`` / forward / loss / ``backward`` / ``step``.
 
-All four start from the same weights and train on the same synthetic batches (fixed seed, a
+All five start from the same weights and train on the same synthetic batches (fixed seed, a
 few batches cycled so no step can reuse a previous result). Each step is timed completely with
 ``time.perf_counter``: JAX steps block on the loss and every parameter array before the clock
 stops; torch on CPU is synchronous. Reported: median ms/step over the timed steps (after
@@ -107,7 +109,7 @@ def jax_batches(batches: Batches) -> list[tuple[jax.Array, jax.Array]]:
     return [(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
 
 
-# -- the four implementations: each returns step(i) -> loss, the step complete on return --------
+# -- the five implementations: each returns step(i) -> loss, the step complete on return --------
 
 
 def optax_step(weights: Weights, batches: Batches) -> Step:
@@ -194,8 +196,28 @@ def nnx_step(weights: Weights, batches: Batches) -> Step:
     return step
 
 
+def optim_jax_nnx_step(weights: Weights, batches: Batches) -> Step:
+    """(d) ``optim_jax.Adam(model)`` on (c)'s nnx module: ``opt.step(closure, x, y)`` with
+    ``closure(model, x, y)``, new values written back into the module after each step."""
+    model = NnxMLP(weights)
+    opt = optim_jax.Adam(model, lr=LR)
+    param_vars = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
+    data = jax_batches(batches)
+
+    def closure(model: NnxMLP, x: jax.Array, y: jax.Array) -> jax.Array:
+        return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+    def step(i: int) -> jax.Array:
+        x, y = data[i % len(data)]
+        loss = opt.step(closure, x, y)
+        jax.block_until_ready((loss, [v[...] for v in param_vars]))
+        return loss
+
+    return step
+
+
 def torch_step(weights: Weights, batches: Batches) -> Step:
-    """(d) torch eager: ``torch.optim.Adam`` (default foreach) on an ``nn.Sequential`` MLP."""
+    """(e) torch eager: ``torch.optim.Adam`` (default foreach) on an ``nn.Sequential`` MLP."""
     layers: list[torch.nn.Module] = []
     for w, b in weights:
         linear = torch.nn.Linear(w.shape[0], w.shape[1])
@@ -222,7 +244,8 @@ IMPLEMENTATIONS: dict[str, Callable[[Weights, Batches], Step]] = {
     "(a) jax.jit + optax.adam (baseline)": optax_step,
     "(b) optim_jax.Adam, opt.step(closure)": optim_jax_step,
     "(c) flax nnx.Optimizer + nnx.jit": nnx_step,
-    "(d) torch eager, torch.optim.Adam": torch_step,
+    "(d) optim_jax.Adam(nnx model), opt.step(closure, x, y)": optim_jax_nnx_step,
+    "(e) torch eager, torch.optim.Adam": torch_step,
 }
 
 
@@ -266,7 +289,7 @@ def report(results: dict[str, tuple[list[float], float]], steps: int) -> str:
         header(),
         "",
         f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, Adam lr={LR}; "
-        f"{steps} timed steps each after {WARMUP} warm-up steps; (a)-(c) take turns step by step.",
+        f"{steps} timed steps each after {WARMUP} warm-up steps; (a)-(d) take turns step by step.",
         "",
         "| implementation | ms/step (median) | p10 | p90 | vs (a) | loss after last step |",
         "|---|---:|---:|---:|---:|---:|",

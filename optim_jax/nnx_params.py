@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import jax
+
 from optim_jax.base import PyTree
 
 
@@ -35,8 +37,25 @@ def others_of(module: Any) -> PyTree:
     return nnx.state(module, nnx.Not(nnx.Param))
 
 
-def write_back(module: Any, *states: PyTree) -> None:
-    """Stores ``states`` (from :func:`params_of` / :func:`others_of`) into ``module``."""
+def variables_of(state: PyTree) -> list:
+    """The module's own ``Variable`` objects behind a :func:`params_of` state, in leaf order."""
     from flax import nnx
 
-    nnx.update(module, *states)
+    return jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def set_values(variables: list, tree: PyTree) -> None:
+    """Stores ``tree``'s leaves (a state like the one ``variables`` came from) into them.
+
+    A plain loop of ``set_value`` calls: ``nnx.update`` walks the whole module graph, about
+    40 times slower on a small MLP.
+    """
+    for variable, value in zip(variables, jax.tree.leaves(tree)):
+        variable.set_value(value)
+
+
+def write_back(module: Any, state: PyTree) -> None:
+    """Stores ``state`` (from :func:`others_of` of a copy of ``module``) into ``module``."""
+    from flax import nnx
+
+    nnx.update(module, state)

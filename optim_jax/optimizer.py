@@ -204,6 +204,7 @@ class Optimizer:
         self._labels = None
         self._prepared = None
         self._modules: list = []  # per group: the nnx Module its params belong to, or None
+        self._variables: list = []  # per group: that module's Param variables, in leaf order
         if isinstance(params, Labelled):
             groups, *self._labels = params
             self._layout = "labelled"
@@ -298,6 +299,7 @@ class Optimizer:
                     "groups, [{'params': model.base}, {'params': model.head, 'lr': 1e-3}]"
                 )
             group["params"] = nnx_params.params_of(module)
+            variables = nnx_params.variables_of(group["params"])  # before the tree is copied
         for name, default in self.defaults.items():
             if default is required and name not in group:
                 raise ValueError(
@@ -316,6 +318,7 @@ class Optimizer:
         self._states.append(state)
         self._structures.append(structure)
         self._modules.append(module)
+        self._variables.append(None if module is None else variables)
         if self._grad is not None:
             self._grad.append(None)
 
@@ -502,9 +505,9 @@ class Optimizer:
 
     def _write_back(self, modules: list, others: list) -> None:
         """New param values into the groups' nnx Modules, and the closure's other changes."""
-        for group, module in zip(self.param_groups, self._modules):
-            if module is not None:
-                nnx_params.write_back(module, group["params"])
+        for group, variables in zip(self.param_groups, self._variables):
+            if variables is not None:
+                nnx_params.set_values(variables, group["params"])
         for module, changed in zip(modules, others):
             nnx_params.write_back(module, changed)
 

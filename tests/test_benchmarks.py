@@ -31,7 +31,8 @@ def test_bench_step_reports_every_implementation(step_report, algo):
 
 def test_bench_wrapper_reports_every_implementation(tmp_path):
     report = run("bench_wrapper.py", tmp_path / "wrapper.md")
-    for impl in ("(a) jax.jit + optax.adam", "(b) optim_jax.Adam", "(c) flax nnx.Optimizer", "(d) torch eager"):
+    for impl in ("(a) jax.jit + optax.adam", "(b) optim_jax.Adam", "(c) flax nnx.Optimizer",
+                 "(d) optim_jax.Adam(nnx model)", "(e) torch eager"):
         assert impl in report
 
 
