@@ -33,35 +33,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_all(commands: dict[str, list[str]]) -> None:
+def run_all(commands: dict[str, list[str]], logs: Path) -> None:
     """Runs the commands concurrently, each in its own process group, until all succeed.
+
+    Each command's output goes to a file in ``logs`` (a pipe nobody reads while waiting could
+    fill up and stall it).
 
     Raises:
       RuntimeError: with a failed command's output, as soon as one fails; the others are killed
         then too, so that a peer waiting for it does not hold the test up.
       TimeoutError: if they are not all done within ``TIMEOUT_S``.
     """
-    procs = {name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, start_new_session=True)
-             for name, command in commands.items()}
+    procs = {}
     try:
+        for name, command in commands.items():
+            with open(logs / f"{name}.log", "w") as log:
+                procs[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
         deadline = time.monotonic() + TIMEOUT_S
-        while any(p.poll() is None for p in procs.values()):
+        while True:
             failed = [name for name, p in procs.items() if p.poll() not in (None, 0)]
             if failed:
-                raise RuntimeError(f"{failed[0]} failed:\n{procs[failed[0]].stdout.read()}")
+                output = (logs / f"{failed[0]}.log").read_text()
+                raise RuntimeError(f"{failed[0]} failed:\n{output}")
+            if all(p.returncode == 0 for p in procs.values()):
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{sorted(commands)} did not finish in {TIMEOUT_S} s")
             time.sleep(0.1)
-        failed = [name for name, p in procs.items() if p.returncode != 0]
-        if failed:
-            raise RuntimeError(f"{failed[0]} failed:\n{procs[failed[0]].stdout.read()}")
     finally:
         for p in procs.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            p.stdout.close()
+                p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
             "plain": [*worker, str(out / "plain.npz"), "8"],
         }
         try:
-            run_all(commands)
+            run_all(commands, out)
             break
         except RuntimeError:
             if attempt == ATTEMPTS - 1:
