@@ -41,9 +41,9 @@ def batch(step: int, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
 
 
 def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
-    # The math runs on gathered weights and the whole batch, as ZeRO keeps only params and state
-    # sharded: a batch split 4 or 8 ways would be summed in a different order on each layout, and
-    # no continuation on another layout could then match bit for bit.
+    # Every device runs the math on the gathered weights and the whole batch; only the storage of
+    # params and state is sharded. XLA splits a sharded matmul or batch mean into partial sums
+    # that depend on the mesh shape, so no continuation on another layout could match bit for bit.
     return mlp_loss(jax.lax.with_sharding_constraint(params, P()), x, y)
 
 
@@ -124,8 +124,8 @@ train_stateful(opt, saved_mesh, range(BEFORE, BEFORE + AFTER))
 # A new job: an optimizer over params laid out on the new mesh is the restore target, so the
 # checkpoint comes back in that layout; the values it was built with are all replaced.
 template = optim_jax.Adam(laid_out(new_mesh), lr=1e-2)
-restored = checkpointer.restore(
-    CHECKPOINTS / "stateful", {"params": template.params, "optimizer": template.state_dict()})
+target = {"params": template.params, "optimizer": template.state_dict()}
+restored = checkpointer.restore(CHECKPOINTS / "stateful", target)
 resumed = optim_jax.Adam(restored["params"], lr=1e-2)
 resumed.load_state_dict(restored["optimizer"])
 loaded_on_new_mesh = on_mesh(resumed.state_dict()["state"], new_mesh)
@@ -144,9 +144,7 @@ findings["stateful"] = {
 # and load_state_dict is left to put the state where the params are, as torch's moves loaded
 # state to its parameter's device.
 as_saved = checkpointer.restore(CHECKPOINTS / "stateful")
-params = checkpointer.restore(CHECKPOINTS / "stateful", {
-    "params": template.params, "optimizer": template.state_dict()})["params"]
-resumed = optim_jax.Adam(params, lr=1e-2)
+resumed = optim_jax.Adam(checkpointer.restore(CHECKPOINTS / "stateful", target)["params"], lr=1e-2)
 findings["saved_layout"] = {"restored_on_saved_mesh": on_mesh(
     (as_saved["params"], as_saved["optimizer"]["state"]), saved_mesh)}
 try:
