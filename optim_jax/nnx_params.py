@@ -52,10 +52,3 @@ def set_values(variables: list, tree: PyTree) -> None:
     """
     for variable, value in zip(variables, jax.tree.leaves(tree)):
         variable.set_value(value)
-
-
-def write_back(module: Any, state: PyTree) -> None:
-    """Stores ``state`` (from :func:`others_of` of a copy of ``module``) into ``module``."""
-    from flax import nnx
-
-    nnx.update(module, state)

@@ -204,6 +204,7 @@ class Optimizer:
         self._labels = None
         self._prepared = None
         self._modules: list = []  # per group: the nnx Module its params belong to, or None
+        self._changed: dict = {}  # closure key -> which nnx variables it changes, see _write_back
         self._variables: list = []  # per group: that module's Param variables, in leaf order
         if isinstance(params, Labelled):
             groups, *self._labels = params
@@ -462,13 +463,15 @@ class Optimizer:
     def _split_closure(self, closure: Callable, args: tuple, kwargs: dict):
         """``(key, arrays, objective, modules)`` for ``closure(params, *args, **kwargs)``.
 
-        ``objective(trees, arrays) -> (loss, others)`` evaluates the closure at the group
+        ``objective(trees, arrays) -> (loss, changed)`` evaluates the closure at the group
         trees ``trees``. With nnx Modules the modules themselves go through
         :func:`functionalize.split_call`, like any captured value: their ``Param`` arrays, and
         those of a module the closure captures (the model around submodule groups), are
         recognised by identity and read from ``trees`` instead, so the gradient reaches them.
-        ``others`` are the other variables (batch statistics, RNG counters) of the nnx Modules
-        the closure reaches, ``modules``, after the call: :meth:`_write_back` stores them.
+        ``changed`` holds the new values of the other variables (batch statistics, RNG
+        counters) the closure changed in the nnx Modules it reaches, ``modules``; which ones
+        they are is found while tracing (a changed variable no longer holds its input) and kept
+        in ``self._changed[key]`` for :meth:`_write_back`.
         """
         if all(m is None for m in self._modules):
             key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
@@ -487,6 +490,7 @@ class Optimizer:
         aliases = tuple((n, where[id(a)]) for n, a in enumerate(arrays) if id(a) in where)
         for n, _ in aliases:
             arrays[n] = None  # donated as params: the same buffer cannot be passed twice
+        key = (key, aliases)
 
         def objective(trees, arrays):
             flat, arrays = [_leaves(t) for t in trees], list(arrays)
@@ -495,21 +499,31 @@ class Optimizer:
             with functionalize.rebuilt_modules(len(modules)) as copies:
                 fn, fn_args, fn_kwargs = rebuild(arrays)
             value = _scalar(fn(*fn_args, **fn_kwargs))
-            return value, [nnx_params.others_of(copy) for copy in copies]
+            inputs = {id(a) for a in arrays}
+            where, changed = [], []
+            for m, copy in enumerate(copies):
+                for i, leaf in enumerate(jax.tree.leaves(nnx_params.others_of(copy))):
+                    if id(leaf) not in inputs:
+                        where.append((m, i))
+                        changed.append(leaf)
+            self._changed[key] = where
+            return value, changed
 
-        return (key, aliases), arrays, objective, modules
+        return key, arrays, objective, modules
 
     def _loss_and_grad(self, objective, group_params, arrays):
         """``((loss, others), grads)`` of ``objective`` at ``group_params``."""
         return jax.value_and_grad(objective, has_aux=True)(group_params, arrays)
 
-    def _write_back(self, modules: list, others: list) -> None:
+    def _write_back(self, key: Any, modules: list, changed: list) -> None:
         """New param values into the groups' nnx Modules, and the closure's other changes."""
         for group, variables in zip(self.param_groups, self._variables):
             if variables is not None:
                 nnx_params.set_values(variables, group["params"])
-        for module, changed in zip(modules, others):
-            nnx_params.write_back(module, changed)
+        if changed:
+            others = [nnx_params.variables_of(nnx_params.others_of(m)) for m in modules]
+            for (m, i), value in zip(self._changed[key], changed):
+                others[m][i].set_value(value)
 
     # -- the torch API ----------------------------------------------------------------------
 
@@ -532,7 +546,7 @@ class Optimizer:
         value, others, self._grad = compiled(
             self._group_params(), self._grad if accumulate else None, arrays
         )
-        self._write_back(modules, others)
+        self._write_back(key, modules, others)
         return value
 
     def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any) -> jax.Array | None:
@@ -568,7 +582,7 @@ class Optimizer:
             new_params, self._states = compiled(
                 self._group_params(), self._states, vector, self._grad
             )
-            loss, modules, others = None, [], []
+            loss, key, modules, others = None, None, [], []
         else:
             key, arrays, objective, modules = self._split_closure(closure, args, kwargs)
 
@@ -586,7 +600,7 @@ class Optimizer:
             self._grad = None
         for group, params in zip(self.param_groups, new_params):
             group["params"] = params
-        self._write_back(modules, others)
+        self._write_back(key, modules, others)
         return loss
 
     def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:

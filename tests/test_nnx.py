@@ -118,3 +118,16 @@ def test_labelled_rejects_a_module_with_a_pointer_to_groups():
     model = Net(4)
     with pytest.raises(ValueError, match="submodules as groups"):
         optim.Adam(optim.labelled(model, lambda p: jax.tree.map(lambda _: "a", p), {"a": {}}))
+
+
+def test_variables_changed_through_the_captured_model_win_over_unchanged_group_copies():
+    # The classifier group holds the dropout whose RNG counter the closure advances through
+    # the captured model; the group's own (unused) copy must not write the old count back.
+    rngs = nnx.Rngs(5)
+    model = nnx.Sequential(nnx.Linear(8, 16, rngs=rngs),
+                           nnx.Sequential(nnx.Dropout(0.5, rngs=rngs), nnx.Linear(16, 3, rngs=rngs)))
+    opt = optim.Adam([{"params": model.layers[0]}, {"params": model.layers[1], "lr": 1e-4}])
+    for x, y in batches(3):
+        opt.step(lambda groups: loss_fn(model, x, y))
+    assert int(model.layers[1].layers[0].rngs.count[...]) == 3
+    assert len(opt._compiled) == 1
