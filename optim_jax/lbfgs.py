@@ -24,6 +24,7 @@ from jax.flatten_util import ravel_pytree
 from optim_jax import functionalize, validation
 from optim_jax.base import GradientTransformationExtraArgs, Params
 from optim_jax.optimizer import Optimizer
+from optim_jax.sharding import place_state
 
 _C1, _C2 = 1e-4, 0.9  # strong-Wolfe constants, as torch
 _LINE_SEARCH_TOLERANCE = 1e-9  # torch's line search ignores the optimiser's tolerance_change
@@ -79,15 +80,17 @@ def _options(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_s
 def init_state(x: jax.Array, history_size: int) -> LBFGSState:
     """The empty state for a flat parameter vector ``x``."""
     # Every field its own buffer: the stateful class donates the state, and a buffer cannot be
-    # donated twice.
+    # donated twice. Built from the shape alone (not ``zeros_like``, which would inherit a
+    # sharded ``x``'s layout), so that ``place_state`` replicates every field alike.
     zero = lambda: jnp.zeros([], x.dtype)  # noqa: E731
     int0 = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
+    vector = lambda: jnp.zeros(x.shape, x.dtype)  # noqa: E731
     return LBFGSState(
-        d=jnp.zeros_like(x), t=zero(),
+        d=vector(), t=zero(),
         old_dirs=jnp.zeros((history_size,) + x.shape, x.dtype),
         old_stps=jnp.zeros((history_size,) + x.shape, x.dtype),
         ro=jnp.zeros((history_size,), x.dtype), num_old=int0(), head=int0(),
-        H_diag=jnp.ones([], x.dtype), prev_flat_grad=jnp.zeros_like(x), prev_loss=zero(),
+        H_diag=jnp.ones([], x.dtype), prev_flat_grad=vector(), prev_loss=zero(),
         n_iter=int0(), func_evals=int0(), nonfinite=jnp.zeros([], bool),
     )
 
@@ -448,7 +451,7 @@ def lbfgs(
                     line_search_fn)
 
     def init(params):
-        return init_state(ravel_pytree(params)[0], history_size)
+        return place_state(init_state(ravel_pytree(params)[0], history_size), params)
 
     def update(updates, state, params=None, *, value=None, grad=None, value_fn=None,
                **extra_args):
