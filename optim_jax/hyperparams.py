@@ -17,7 +17,14 @@ from optim_jax.sharding import place_state
 
 
 class InjectHyperparamsState(NamedTuple):
-    """``count`` updates made, the ``hyperparams`` used by the last one, the inner state."""
+    """The state of :func:`inject_hyperparams`: a step count, the hyperparameters, the inner state.
+
+    Attributes:
+      count: updates made (an int32 scalar); schedules are evaluated at it.
+      hyperparams: ``{name: array}`` used by the last update; replace entries between steps
+        (same dtype) to change them without recompiling.
+      inner_state: the wrapped transform's state.
+    """
 
     count: jax.Array
     hyperparams: dict[str, Any]

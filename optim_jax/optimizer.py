@@ -84,6 +84,8 @@ _IGNORED_TORCH_OPTIONS = {"foreach": None, "fused": None, "capturable": False, "
 
 
 class _Required:
+    """Marks a hyperparameter with no default: the constructor must be given it."""
+
     def __repr__(self) -> str:
         return "<required parameter>"
 
@@ -270,7 +272,10 @@ class Optimizer:
         return tx.init(group["params"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Adds a group (torch's ``add_param_group``); its state starts empty."""
+        """Adds ``param_group`` (``'params'`` and options overriding ``defaults``), as torch does.
+
+        Its state starts empty.
+        """
         if self._layout == "labelled":
             raise ValueError(
                 "add_param_group is not available when params are labelled(); build the "
@@ -396,7 +401,7 @@ class Optimizer:
         ]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clears the gradient: ``None`` (torch's default) or zeros."""
+        """Clears the gradient: ``None`` when ``set_to_none`` (torch's default), else zeros."""
         if set_to_none:
             self._grad = None
         else:
@@ -530,6 +535,8 @@ class Optimizer:
     def backward(self, loss_fn: Callable, *args: Any, **kwargs: Any) -> jax.Array:
         """Evaluates ``loss_fn(params, *args, **kwargs)`` and adds its gradient into ``grad``.
 
+        With nnx Modules as params, ``loss_fn`` receives the module(s) as ``params`` do.
+
         One compiled call; like torch's ``loss.backward()``, gradients accumulate across calls
         until ``zero_grad()``. Returns the loss.
         """
@@ -550,7 +557,7 @@ class Optimizer:
         return value
 
     def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any) -> jax.Array | None:
-        """One optimisation step.
+        """Takes one optimisation step, from ``grad`` or from a ``closure``.
 
         ``step()`` applies the update for ``grad``. ``step(closure, *args, **kwargs)``
         differentiates ``closure(params, *args, **kwargs)`` (a scalar loss) and applies the
@@ -604,13 +611,20 @@ class Optimizer:
         return loss
 
     def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
-        """``hook(optimizer, args, kwargs)`` before each step; may return new (args, kwargs)."""
+        """Registers ``hook``, called as ``hook(optimizer, args, kwargs)`` before each step.
+
+        The hook may return new ``(args, kwargs)``. Returns a handle whose ``remove()``
+        unregisters it.
+        """
         key = id(hook) ^ len(self._step_pre_hooks)
         self._step_pre_hooks[key] = hook
         return RemovableHandle(self._step_pre_hooks, key)
 
     def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
-        """``hook(optimizer, args, kwargs)`` after each step."""
+        """Registers ``hook``, called as ``hook(optimizer, args, kwargs)`` after each step.
+
+        Returns a handle whose ``remove()`` unregisters it.
+        """
         key = id(hook) ^ len(self._step_post_hooks)
         self._step_post_hooks[key] = hook
         return RemovableHandle(self._step_post_hooks, key)
@@ -655,7 +669,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restores ``state_dict()``'s output; validates everything before changing anything.
+        """Restores ``state_dict``, an output of ``state_dict()``; validates before changing.
 
         Hyperparameter values are taken as saved, as torch takes them (a scheduler may have
         left an lr a rounding below zero); counts, names, shapes and dtypes are checked.

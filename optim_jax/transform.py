@@ -38,7 +38,11 @@ def _stateless(fn) -> GradientTransformation:
 
 
 def negate() -> GradientTransformation:
-    """``u -> -u``: how ``maximize=True`` turns ascent into descent, before anything else."""
+    """``u -> -u``: how ``maximize=True`` turns ascent into descent, before anything else.
+
+    Returns:
+      A stateless :class:`~optim_jax.GradientTransformation`.
+    """
     return _stateless(lambda updates, params: jax.tree.map(jnp.negative, updates))
 
 
@@ -53,6 +57,12 @@ def add_decayed_weights(weight_decay: float | jax.Array) -> GradientTransformati
     Placed before the moment estimates it is torch's L2 penalty (``grad.add(param,
     alpha=weight_decay)``); placed after them and before the learning rate it is AdamW's
     decoupled decay ``p <- p * (1 - lr * weight_decay)``.
+
+    Args:
+      weight_decay: :math:`\\lambda`, a float or an array (traced under ``inject_hyperparams``).
+
+    Returns:
+      A stateless :class:`~optim_jax.GradientTransformation`; its ``update`` needs ``params``.
     """
 
     def fn(updates, params):
@@ -105,6 +115,13 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
 
     A schedule is evaluated at the number of updates done before this one (0 at the first step),
     as torch's lr schedulers set ``lr`` before the first ``optimizer.step()``.
+
+    Args:
+      lr: :math:`\\gamma`, a float, an array, or a schedule ``step -> lr``.
+
+    Returns:
+      A :class:`~optim_jax.GradientTransformation`: stateless for a constant, with a
+      :class:`ScheduleState` for a schedule.
     """
     if not callable(lr):
         return _stateless(
@@ -125,13 +142,23 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
 
 
 class ScheduleState(NamedTuple):
-    """How many updates a scheduled transform has made."""
+    """The state of a scheduled transform: how many updates it has made.
+
+    Attributes:
+      count: updates made (an int32 scalar); the schedule is evaluated at it.
+    """
 
     count: jax.Array
 
 
 class MomentumState(NamedTuple):
-    """torch's SGD ``momentum_buffer``, and ``step``: updates made (0: the buffer is unset)."""
+    """torch's SGD momentum state: the momentum buffer and its step count.
+
+    Attributes:
+      step: updates made; 0 means the buffer is unset (torch's ``None``) and starts from the
+        next gradient.
+      momentum_buffer: :math:`b_t`, shaped like the params.
+    """
 
     step: jax.Array
     momentum_buffer: Any
@@ -140,13 +167,21 @@ class MomentumState(NamedTuple):
 def trace_momentum(
     momentum: float | jax.Array, dampening: float | jax.Array = 0.0, nesterov: bool = False
 ) -> GradientTransformation:
-    """torch's SGD momentum.
+    """torch's SGD momentum buffer, with dampening and Nesterov.
 
     .. math::
         b_1 = g_1, \\qquad b_t = \\mu b_{t-1} + (1 - \\tau) g_t, \\qquad
         u_t = g_t + \\mu b_t \\ (\\text{nesterov}) \\ \\text{or} \\ b_t.
 
     The first buffer is the gradient itself (torch's rule), not ``(1 - dampening) * g``.
+
+    Args:
+      momentum: :math:`\\mu`, the momentum factor.
+      dampening: :math:`\\tau`; the first buffer is undampened.
+      nesterov: emit :math:`g_t + \\mu b_t` instead of :math:`b_t`.
+
+    Returns:
+      The block; its state is a :class:`MomentumState`.
     """
 
     def init(params):
@@ -179,9 +214,14 @@ def trace_momentum(
 
 
 class AdamState(NamedTuple):
-    """torch's Adam state names: ``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``.
+    """torch's Adam state: the step count, the two moments and the AMSGrad maximum.
 
-    ``max_exp_avg_sq`` is ``None`` (no leaves) unless ``amsgrad``.
+    Attributes:
+      step: :math:`t`, the number of updates made (an int32 scalar).
+      exp_avg: :math:`m_t`, the first moment, shaped like the params.
+      exp_avg_sq: :math:`v_t`, the second moment, shaped like the params.
+      max_exp_avg_sq: the running maximum of :math:`v_t`; ``None`` (no leaves) unless
+        ``amsgrad``.
     """
 
     step: jax.Array
@@ -202,6 +242,15 @@ def scale_by_adam(
 
     with :math:`\\hat v_t = \\max(\\hat v_{t-1}, v_t)` under AMSGrad, else :math:`v_t`. The
     learning rate is applied by the next block.
+
+    Args:
+      betas: :math:`(\\beta_1, \\beta_2)`, decay rates of the moment estimates.
+      eps: :math:`\\epsilon`, added to the denominator after the bias correction.
+      amsgrad: divide by the running maximum of :math:`v_t`.
+
+    Returns:
+      The block, emitting :math:`u_t`, with an :class:`AdamState`; multiply by ``-lr``
+      afterwards (:func:`scale_by_learning_rate`).
     """
     beta1, beta2 = betas
 
