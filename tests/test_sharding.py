@@ -66,3 +66,18 @@ def test_zero1_shards_state_one_eighth_per_device_with_identical_updates(finding
     assert findings["zero1"]["same_params"]
     assert findings["zero1_stateful"] == {
         "is_adam": True, "state_bytes_per_device": zero["state_bytes_per_device"]}
+
+
+def test_zero_redundancy_names_a_missing_axis_and_needs_a_mesh():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh
+
+    import optim_jax as optim
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    with pytest.raises(ValueError, match=r"axis 'data' is not an axis of the mesh.*'batch'"):
+        optim.zero_redundancy(optim.adam(1e-3), mesh, axis="data")
+    with pytest.raises(ValueError, match="needs params laid out over a mesh"):
+        optim.ZeroRedundancyOptimizer({"w": jnp.zeros(4)}, optim.Adam, lr=1e-3)
