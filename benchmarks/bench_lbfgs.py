@@ -10,7 +10,8 @@ Solvers, each run from x0 until max|g| <= 1e-5 or 1000 iterations, history 10 ev
 * optim_jax: ``optim_jax.LBFGS(line_search_fn='strong_wolfe', max_iter=1000, max_eval=2500,
   tolerance_grad=1e-5, tolerance_change=0)``, one ``opt.step(closure)`` (one compiled
   ``lax.while_loop``). Repeats reuse the optimiser, reset with ``load_state_dict`` and fresh
-  params, so they reuse its compiled step.
+  params, so they reuse its compiled step; the hyperparameter vector that ``load_state_dict``
+  discards is rebuilt before the timer (a one-off after a load, not part of a solve).
 * torch: ``torch.optim.LBFGS`` with the same settings, float64 tensors, a closure with
   ``zero_grad``/``backward``; a fresh optimiser per run.
 * scipy: ``scipy.optimize.minimize(method='L-BFGS-B', jac=True)`` over a flat float64 vector,
@@ -26,7 +27,10 @@ params), iterations, evaluations of loss and gradient, wall time (median and fas
 timed runs, after a first call) and, for the solvers that compile, the first call's extra time
 (compile time, roughly: first call minus the median). Then per problem: optim_jax's wall time over
 torch's and optax's, its evaluations over torch's, and whether the targets hold (evaluations
-<= torch's; wall time <= 0.2x torch's and <= optax's). Solvers take turns run by run, so a slow
+<= torch's; wall time <= 0.2x torch's and <= optax's); and the time of one evaluation of loss and
+gradient at x0 (a jitted JAX ``value_and_grad`` call, torch's forward and backward), with the
+floor it sets: optim_jax's evaluations times one JAX evaluation, over torch's wall time, which no
+solver making those evaluations can beat. Solvers take turns run by run, so a slow
 spell of the machine lands on all of them alike; the report says how much CPU other processes
 used, overall and per problem (near 0: uncontended timings).
 
@@ -116,11 +120,14 @@ class Row:
 
 @dataclass
 class Block:
-    """A problem's rows and the CPU cores other processes used while it ran."""
+    """A problem's rows, the CPU cores other processes used while it ran, and the time (s) of
+    one evaluation of loss and gradient in JAX (jitted) and in torch."""
 
     problem: str
     others: float
     rows: dict[str, Row]
+    eval_jax: float
+    eval_torch: float
 
 
 # -- problems --------------------------------------------------------------------------------
@@ -180,6 +187,7 @@ def make_optim_jax(problem: Problem) -> Callable[[], Run]:
     def run() -> Run:
         opt.load_state_dict(template.state_dict())
         opt.param_groups[0]["params"] = fresh()
+        opt._prepare()  # noqa: SLF001  (load_state_dict dropped it; a step rebuilds it once)
         jax.block_until_ready((opt.params, dict(opt.state)))
         start = time.perf_counter()
         opt.step(problem.loss)
@@ -296,6 +304,41 @@ class CpuClock:
         return max(other, 0.0) / self.elapsed()
 
 
+def evaluation_seconds(problem: Problem, chain: int = 100, calls: int = 7) -> tuple[float, float]:
+    """Time of one loss-and-gradient evaluation: in JAX, a compiled loop of ``chain``
+    evaluations, each at a point that depends on the last (as in a line search, with no dispatch
+    per evaluation), divided by ``chain``; in torch, one forward and backward at x0."""
+    value_and_grad = jax.value_and_grad(problem.loss)
+
+    def evaluations(params: Tree) -> jax.Array:
+        def body(_: Any, carry: tuple[Tree, jax.Array]) -> tuple[Tree, jax.Array]:
+            value, grad = value_and_grad(carry[0])
+            return jax.tree.map(lambda p, g: p + 0.0 * g, carry[0], grad), value
+
+        return jax.lax.fori_loop(0, chain, body, (params, jnp.zeros([])))[1]
+
+    jitted = jax.jit(evaluations)
+    x0 = jax.tree.map(jnp.asarray, problem.x0)
+    params = jax.tree.map(lambda a: torch.tensor(a, requires_grad=True), problem.x0)
+
+    def torch_evaluation() -> None:
+        for leaf in jax.tree.leaves(params):
+            leaf.grad = None
+        problem.torch_loss(params).backward()
+
+    def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return (median_seconds(lambda: jax.block_until_ready(jitted(x0)), calls) / chain,
+            median_seconds(torch_evaluation, calls * 10))
+
+
 def final_loss_and_grad(problem: Problem, params: Tree) -> tuple[float, float]:
     """The loss and max|g| at ``params``, in JAX."""
     value, grad = jax.value_and_grad(problem.loss)(jax.tree.map(jnp.asarray, params))
@@ -320,7 +363,7 @@ def run_problem(problem: Problem, repeats: int) -> Block:
         compile_s = first[name].seconds - median if name in COMPILED else None
         rows[name] = Row(problem.name, name, loss, max_grad, last.iters, last.evals, median,
                          min(times), compile_s)
-    return Block(problem.name, clock.others(), rows)
+    return Block(problem.name, clock.others(), rows, *evaluation_seconds(problem))
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -363,6 +406,20 @@ def summary_table(blocks: list[Block]) -> str:
         marks = " | ".join("yes" if m else "**no**" for m in met)
         lines.append(f"| {block.problem} | {x_torch:.3f} | {x_optax:.2f} | {x_evals:.2f} "
                      f"| {marks} | {block.others:.2f} |")
+    return "\n".join(lines)
+
+
+def evaluation_table(blocks: list[Block]) -> str:
+    lines = [
+        "| problem | one JAX evaluation ms | one torch evaluation ms | optim_jax evals "
+        "| evals x JAX evaluation / torch wall |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for block in blocks:
+        ours, theirs = block.rows["optim_jax"], block.rows["torch"]
+        floor = ours.evals * block.eval_jax / theirs.seconds
+        lines.append(f"| {block.problem} | {block.eval_jax * 1e3:.4f} | "
+                     f"{block.eval_torch * 1e3:.4f} | {ours.evals} | {floor:.3f} |")
     return "\n".join(lines)
 
 
@@ -412,7 +469,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{clock.elapsed():.0f} s run (near 0 means uncontended timings)"
     )
     body = (f"{contention}\n{verdict(blocks)}\n\n{results_table(blocks)}\n\n"
-            f"{summary_table(blocks)}")
+            f"{summary_table(blocks)}\n\n{evaluation_table(blocks)}")
     report = f"{header(threads, repeats)}\n{body}\n"
     return publish(report, body, args.markdown)
 
