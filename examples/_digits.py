@@ -141,6 +141,17 @@ class Curves:
         return {"loss": f"{self.metrics['train loss'][-1]:.4f}",
                 "test_acc": f"{self.metrics['test acc'][-1]:.1%}"}
 
+    def report(self, path: str, title: str, *panels: Panel) -> float:
+        """Prints the final test accuracy and saves the curves, then ``panels``, as a PNG.
+
+        Returns the test accuracy, a fraction in [0, 1].
+        """
+        test_accuracy = self.metrics["test acc"][-1]
+        print(f"test accuracy: {test_accuracy:.1%}")
+        save_panels(path, title, [*self.panels(), *panels])
+        print(f"curves saved to {path}")
+        return test_accuracy
+
     def panels(self) -> list[Panel]:
         """Loss (per step and per epoch, log scale) and accuracy per epoch."""
         epochs = np.arange(1, len(self.epoch_ends) + 1)

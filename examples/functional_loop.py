@@ -35,7 +35,7 @@ from tqdm import trange
 
 import optim_jax
 from _digits import (NUM_CLASSES, Curves, Panel, Params, argument_parser, cross_entropy,
-                     epoch_batches, load_digits_split, save_panels)
+                     epoch_batches, load_digits_split)
 from optim_jax import schedules
 
 BATCH_SIZE = 64
@@ -122,16 +122,11 @@ def main(argv: Sequence[str] | None = None) -> float:
             lrs.append(lr)
         progress.set_postfix(curves.end_epoch(state.params, step_losses))
 
-    test_accuracy = curves.metrics["test acc"][-1]
-    print(f"test accuracy: {test_accuracy:.1%}")
     lrs = np.asarray(jax.device_get(lrs))
     lr_panel = Panel("warmup + cosine schedule", "step", "learning rate",
                      {"lr": (np.arange(1, len(lrs) + 1), lrs)})
-    save_panels(args.plot, "linen CNN on digits, TrainState + optim_jax.adamw",
-                [*curves.panels(), lr_panel])
-    print(f"loss, accuracy and lr curves saved to {args.plot}")
-    return test_accuracy
-
+    return curves.report(args.plot, "linen CNN on digits, TrainState + optim_jax.adamw",
+                         lr_panel)
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,7 @@ from tqdm import trange
 
 import optim_jax
 from _digits import (NUM_CLASSES, Curves, Params, argument_parser, cross_entropy,
-                     epoch_batches, load_digits_split, save_panels)
+                     epoch_batches, load_digits_split)
 
 OptState = optim_jax.base.OptState
 StepOutput = tuple[Params, OptState, jax.Array]  # new params and state, loss
@@ -99,12 +99,7 @@ def main(argv: Sequence[str] | None = None) -> float:
             step_losses.append(loss)
         progress.set_postfix(curves.end_epoch(params, step_losses))
 
-    test_accuracy = curves.metrics["test acc"][-1]
-    print(f"test accuracy: {test_accuracy:.1%}")
-    save_panels(args.plot, f"MLP on digits, optim_jax.adam (lr={args.lr:g})", curves.panels())
-    print(f"loss and accuracy curves saved to {args.plot}")
-    return test_accuracy
-
+    return curves.report(args.plot, f"MLP on digits, optim_jax.adam (lr={args.lr:g})")
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ from tqdm import trange
 
 import optim_jax
 from _digits import (NUM_CLASSES, Curves, Panel, argument_parser, cross_entropy, epoch_batches,
-                     load_digits_split, save_panels)
+                     load_digits_split)
 from optim_jax import lr_scheduler
 
 Params = dict[str, dict[str, jax.Array]]
@@ -113,17 +113,11 @@ def main(argv: Sequence[str] | None = None) -> float:
         progress.set_postfix(curves.end_epoch(opt.params, step_losses),
                              lr=f"{scheduler.get_last_lr()[0]:.2e}")
 
-    test_accuracy = curves.metrics["test acc"][-1]
-    print(f"test accuracy: {test_accuracy:.1%}")
     steps = np.arange(1, len(lrs) + 1)
     lr_panel = Panel("OneCycleLR, per param group", "step", "learning rate",
                      {label: (steps, np.array(lrs)[:, i])
                       for i, label in enumerate(GROUPS.values())})
-    save_panels(args.plot, f"MLP on digits, {NAMES[args.optimizer]}",
-                [*curves.panels(), lr_panel])
-    print(f"loss, accuracy and lr curves saved to {args.plot}")
-    return test_accuracy
-
+    return curves.report(args.plot, f"MLP on digits, {NAMES[args.optimizer]}", lr_panel)
 
 if __name__ == "__main__":
     main()

@@ -66,7 +66,7 @@ def test_lbfgs_faces_agree_with_scipy(tmp_path):
             r"\s+\S+\s+\S+\s+(?P<acc>\d+\.\d)%$", stdout, re.MULTILINE)
     }
     torch_style = rows["optim_jax.LBFGS (torch-style loop)"]
-    pure = rows["optim_jax.lbfgs_step (one jit call)"]
+    pure = rows["optim_jax.lbfgs (pure, one jit call)"]
     scipy = rows["scipy L-BFGS-B (jitted value+grad)"]
     reference = float(scipy["loss"])
     for row in (torch_style, pure):
