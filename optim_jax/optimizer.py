@@ -207,6 +207,7 @@ class Optimizer:
         self._prepared = None
         self._modules: list = []  # per group: the nnx Module its params belong to, or None
         self._changed: dict = {}  # closure key -> which nnx variables it changes, see _write_back
+        self._given: dict = {}  # id -> every array given as a parameter (kept: ids stay unique)
         self._variables: list = []  # per group: that module's Param variables, in leaf order
         if isinstance(params, Labelled):
             groups, *self._labels = params
@@ -269,7 +270,7 @@ class Optimizer:
         vector = jnp.asarray(self._hyperparams(group, structure), numerics.scalar_dtype())
         with validation.suspended():  # values were checked when the group was added, if ever
             tx, _ = self._transform_for(structure, vector, 0)
-        return tx.init(group["params"])
+        return _committed(tx.init(group["params"]))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds ``param_group`` (``'params'`` and options overriding ``defaults``), as torch does.
@@ -313,17 +314,20 @@ class Optimizer:
                     f"parameter {name}"
                 )
             group.setdefault(name, default)
-        new_ids = {id(leaf) for leaf in _leaves(group["params"])}
-        if any(id(leaf) in new_ids for g in self.param_groups for leaf in _leaves(g["params"])):
+        given = _leaves(group["params"])
+        if any(id(leaf) in self._given for leaf in given):
             raise ValueError("some parameters appear in more than one parameter group")
         self._build(group)
-        group["params"] = jax.tree.map(jnp.asarray, group["params"])
+        group["params"] = _committed(group["params"])
+        if module is not None:  # the module holds the very arrays the optimizer steps
+            nnx_params.set_values(variables, group["params"])
         structure = self._structure(group)
         state = self._init_state(group, structure)
         self.param_groups.append(group)
         self._states.append(state)
         self._structures.append(structure)
         self._modules.append(module)
+        self._given.update((id(leaf), leaf) for leaf in given)
         self._variables.append(None if module is None else variables)
         if self._grad is not None:
             self._grad.append(None)
@@ -397,7 +401,7 @@ class Optimizer:
     @grad.setter
     def grad(self, value: PyTree | None) -> None:
         self._grad = None if value is None else [
-            jax.tree.map(jnp.asarray, t) for t in self._disassemble(value, "grad")
+            _committed(t) for t in self._disassemble(value, "grad")
         ]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -405,7 +409,7 @@ class Optimizer:
         if set_to_none:
             self._grad = None
         else:
-            self._grad = [jax.tree.map(jnp.zeros_like, p) for p in self._group_params()]
+            self._grad = [_committed(jax.tree.map(jnp.zeros_like, p)) for p in self._group_params()]
 
     # -- compiled programs ----------------------------------------------------------------
 
@@ -712,7 +716,7 @@ class Optimizer:
                         f"expected {sorted(expected)}"
                     )
             groups.append(new_group)
-            states.append(replace_fields(template, treedef, values))
+            states.append(_committed(replace_fields(template, treedef, values)))
             structures.append(structure)
         self.param_groups, self._states, self._structures = groups, states, structures
         self._prepared = None
@@ -723,6 +727,21 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
         return "\n".join(lines + [")"])
+
+
+def _committed(tree: PyTree) -> PyTree:
+    """``tree`` as JAX arrays committed to their devices.
+
+    Every step returns committed arrays; jit compiles separately for uncommitted inputs (fresh
+    ``jnp.zeros``, loaded values), so without this the first step would compile twice.
+    Committing an array in place copies nothing.
+    """
+
+    def commit(x: Any) -> Any:
+        x = jnp.asarray(x)
+        return x if x.committed else jax.device_put(x, x.sharding)
+
+    return jax.tree.map(commit, tree)
 
 
 def _scalar(value: Any) -> Any:

@@ -47,3 +47,17 @@ def random_tree(rng: np.random.Generator, dtype=np.float32):
 def like_tree(rng: np.random.Generator, tree):
     """Random normal leaves shaped and typed like ``tree``'s."""
     return jax.tree.map(lambda x: rng.standard_normal(np.shape(x)).astype(np.asarray(x).dtype), tree)
+
+
+_BACKEND_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda name, duration, **kwargs: _BACKEND_COMPILES.append(name)
+    if name == "/jax/core/compile/backend_compile_duration" else None
+)
+
+
+@pytest.fixture
+def xla_compilations():
+    """``count()`` of XLA compilations (any function) since the test started."""
+    start = len(_BACKEND_COMPILES)
+    return lambda: len(_BACKEND_COMPILES) - start

@@ -485,3 +485,28 @@ def test_load_state_dict_takes_hyperparameters_as_saved_like_torch():
     fresh.load_state_dict(saved)
     assert fresh.param_groups[0]["lr"] == -5.075e-19
     fresh.step(lambda p: jnp.sum(p))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "LBFGS"])
+def test_steps_after_the_first_and_after_a_state_dict_reload_compile_nothing(
+    name, xla_compilations
+):
+    # Fresh params and a fresh state are uncommitted arrays, every step returns committed ones:
+    # jit compiles once for each kind unless the optimizer commits them up front.
+    x = jnp.ones((5, 4))
+    opt = getattr(optim, name)({"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}, lr=0.01)
+
+    def step():
+        opt.step(lambda p: jnp.sum((x @ p["w"] + p["b"]) ** 2))
+
+    before = xla_compilations()
+    step()
+    assert xla_compilations() - before >= 1
+    before = xla_compilations()
+    step()
+    step()
+    assert xla_compilations() == before
+    opt.load_state_dict(jax.device_get(opt.state_dict()))
+    before = xla_compilations()
+    step()
+    assert xla_compilations() == before
