@@ -346,8 +346,9 @@ def evaluation_seconds(problem: Problem, chain: int = 100, calls: int = 7) -> tu
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    return (median_seconds(lambda: jax.block_until_ready(jitted(x0)), calls) / chain,
-            median_seconds(torch_evaluation, calls * 10))
+    # torch first: XLA's worker threads still spinning after a JAX run slow torch's threads
+    torch_seconds = median_seconds(torch_evaluation, calls * 10)
+    return median_seconds(lambda: jax.block_until_ready(jitted(x0)), calls) / chain, torch_seconds
 
 
 def final_loss_and_grad(problem: Problem, params: Tree) -> tuple[float, float]:
