@@ -85,12 +85,10 @@ def train_step(
 
 def main(argv: Sequence[str] | None = None) -> float:
     """Trains the CNN, prints its test accuracy and returns it as a fraction in [0, 1]."""
-    parser = argument_parser(__doc__, __file__)
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the training set")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
+    parser = argument_parser(__doc__, __file__, epochs=20, lr=2e-3,
+                             lr_help="peak AdamW learning rate",
+                             seeds="initialisation, dropout and shuffling")
     parser.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds initialisation, dropout and shuffling")
     args = parser.parse_args(argv)
     epochs = min(args.epochs, FAST_EPOCHS) if args.fast else args.epochs
     data = load_digits_split()

@@ -158,8 +158,7 @@ def solve_scipy(data: Digits, repeats: int) -> Result:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Result]:
     """Solves the problem three ways, prints a comparison, returns the results by solver."""
-    parser = argument_parser(__doc__, __file__)
-    args = parser.parse_args(argv)
+    args = argument_parser(__doc__, __file__).parse_args(argv)
     repeats = 1 if args.fast else 5
     data = load_digits_split(dtype=np.float64)
 

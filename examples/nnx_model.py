@@ -63,11 +63,8 @@ def loss_fn(model: CNN, x: jax.Array, y: jax.Array) -> jax.Array:
 
 def main(argv: Sequence[str] | None = None) -> float:
     """Trains the CNN, prints its test accuracy and returns it as a fraction in [0, 1]."""
-    parser = argument_parser(__doc__, __file__)
-    parser.add_argument("--epochs", type=int, default=15, help="passes over the training set")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW lr of the features")
-    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
-    args = parser.parse_args(argv)
+    args = argument_parser(__doc__, __file__, epochs=15, lr=3e-3,
+                           lr_help="AdamW lr of the features").parse_args(argv)
     epochs = min(args.epochs, FAST_EPOCHS) if args.fast else args.epochs
     data = load_digits_split()
     rng = np.random.default_rng(args.seed)

@@ -70,11 +70,8 @@ def make_train_step(
 
 def main(argv: Sequence[str] | None = None) -> float:
     """Trains the MLP, prints its test accuracy and returns it as a fraction in [0, 1]."""
-    parser = argument_parser(__doc__, __file__)
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the training set")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
-    args = parser.parse_args(argv)
+    args = argument_parser(__doc__, __file__, epochs=20, lr=1e-3,
+                           lr_help="Adam learning rate").parse_args(argv)
     epochs = min(args.epochs, FAST_EPOCHS) if args.fast else args.epochs
     data = load_digits_split()
 

@@ -78,11 +78,9 @@ def make_optimizer(name: str, params: Params) -> optim_jax.Optimizer:
 
 def main(argv: Sequence[str] | None = None) -> float:
     """Trains the MLP, prints its test accuracy and returns it as a fraction in [0, 1]."""
-    parser = argument_parser(__doc__, __file__)
+    parser = argument_parser(__doc__, __file__, epochs=20)
     parser.add_argument("--optimizer", choices=sorted(MAX_LRS), default="sgd",
                         help="SGD (Nesterov momentum) or AdamW; OneCycleLR cycles either")
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the training set")
-    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
     args = parser.parse_args(argv)
     epochs = min(args.epochs, FAST_EPOCHS) if args.fast else args.epochs
     data = load_digits_split(standardize=False)
