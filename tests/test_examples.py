@@ -75,3 +75,13 @@ def test_lbfgs_faces_agree_with_scipy(tmp_path):
         assert float(row["acc"]) >= 95.0
         assert int(row["iters"]) < 1000  # converged, not stopped by the iteration limit
     assert_png(plot)
+
+
+def test_nnx_example_trains_and_writes_dropout_keys_back(tmp_path):
+    plot = tmp_path / "nnx.png"
+    stdout = run_example("nnx_model.py", tmp_path, "--fast", "--plot", str(plot))
+    assert printed_accuracy(stdout) >= 0.88
+    drawn = re.search(r"^dropout keys drawn: (\d+) \(one per step: (\d+)\)$", stdout,
+                      re.MULTILINE)
+    assert drawn and drawn[1] == drawn[2] != "0", stdout
+    assert_png(plot)
