@@ -33,10 +33,21 @@ _LINE_SEARCH_TOLERANCE = 1e-9  # torch's line search ignores the optimiser's tol
 class LBFGSState(NamedTuple):
     """torch's LBFGS state; the history is a ring buffer of ``history_size`` rows.
 
-    ``old_dirs``/``old_stps``/``ro`` hold the ``num_old`` most recent pairs ``(y, s, 1/y.s)``,
-    the oldest at row ``head``. ``t`` and ``d`` are the last step length and direction,
-    ``prev_flat_grad``/``prev_loss`` the gradient and loss where they were taken. ``n_iter`` and
-    ``func_evals`` count iterations and evaluations over all steps.
+    Attributes:
+      d: the last search direction.
+      t: the last step length.
+      old_dirs: ring buffer of the ``y`` vectors (gradient differences), ``history_size`` rows.
+      old_stps: ring buffer of the ``s`` vectors (steps).
+      ro: ring buffer of ``1 / (y . s)``.
+      num_old: how many pairs are stored.
+      head: the row of the oldest pair.
+      H_diag: :math:`\\gamma = s \\cdot y / y \\cdot y` of the newest pair, the initial inverse
+        Hessian scale.
+      prev_flat_grad: the gradient where ``d`` was taken.
+      prev_loss: the loss there.
+      n_iter: iterations over all steps.
+      func_evals: evaluations over all steps.
+      nonfinite: whether the last step stopped on a non-finite loss or gradient.
     """
 
     d: jax.Array
@@ -435,6 +446,24 @@ def lbfgs(
     ``max_iter`` iterations) in one compiled loop; ``max_iter``, ``max_eval`` and the tolerances
     only matter there.
 
+    With :math:`s_k = \\theta_{k+1} - \\theta_k`, :math:`y_k = g_{k+1} - g_k` and
+    :math:`\\rho_k = 1 / (y_k \\cdot s_k)` (a pair is kept only when
+    :math:`y_k \\cdot s_k > 10^{-10}`, the last ``history_size`` of them), and
+    :math:`\\gamma = s \\cdot y / y \\cdot y` of the newest pair, the direction is torch's
+    two-loop recursion:
+
+    .. math::
+        q \\leftarrow -g_t, \\quad \\alpha_i = \\rho_i s_i^\\top q, \\
+        q \\leftarrow q - \\alpha_i y_i \\ (\\text{newest to oldest}),
+
+        r \\leftarrow \\gamma q, \\quad \\beta_i = \\rho_i y_i^\\top r, \\
+        r \\leftarrow r + (\\alpha_i - \\beta_i) s_i \\ (\\text{oldest to newest}),
+
+        \\theta_{t+1} = \\theta_t + \\tau_t r,
+
+    with :math:`\\tau_t` the ``lr`` (:math:`\\min(1, 1/\\lVert g_1 \\rVert_1)` times it on the
+    very first iteration) or the strong-Wolfe step.
+
     Args:
       lr: step length multiplier.
       max_iter: iterations per :func:`lbfgs_step`.
@@ -446,6 +475,14 @@ def lbfgs(
 
     Returns:
       A transform whose state is :class:`LBFGSState` over the flattened parameters.
+
+    References:
+      Nocedal, `Updating Quasi-Newton Matrices with Limited Storage
+      <https://doi.org/10.1090/S0025-5718-1980-0572855-7>`_, Mathematics of Computation 35,
+      1980.
+
+      Liu & Nocedal, `On the limited memory BFGS method for large scale optimization
+      <https://doi.org/10.1007/BF01589116>`_, Mathematical Programming 45, 1989.
     """
     opts = _options(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
                     line_search_fn)
@@ -478,7 +515,9 @@ def lbfgs(
 class LBFGS(Optimizer):
     """torch.optim.LBFGS over JAX pytrees: ``LBFGS(params, lr=1, max_iter=20, ...)``.
 
-    Arguments as :func:`lbfgs`. One parameter group only (torch's error otherwise).
+    Arguments as :func:`lbfgs`; ``params`` as :class:`optim_jax.Optimizer` takes them (a pytree
+    or an nnx Module; one group only, torch's error otherwise). torch's ``foreach``, ``fused``,
+    ``capturable`` and ``differentiable`` are accepted and ignored.
     ``step(closure, *args, **kwargs)`` runs torch's whole step, every evaluation of
     ``closure(params, *args, **kwargs)`` included, as one compiled loop and returns the loss at
     the start of the step. A non-finite loss or gradient stops the step before the move that
@@ -495,13 +534,13 @@ class LBFGS(Optimizer):
         if closure is None:
             raise RuntimeError("LBFGS.step needs a closure: opt.step(closure, *args)")
         structures, vector = self._prepare()
-        key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
+        key, arrays, objective, modules = self._split_closure(closure, args, kwargs)
 
         def run(group_params, states, vector, arrays):
-            fn, fn_args, fn_kwargs = rebuild(arrays)
             options, _ = self._options_for(structures[0], vector, 0)
-            objective = lambda p: fn(self._assemble([p]), *fn_args, **fn_kwargs)  # noqa: E731
-            loss, params, state = lbfgs_step(objective, group_params[0], states[0], **options)
+            loss, params, state = lbfgs_step(
+                lambda p: objective([p], arrays)[0], group_params[0], states[0], **options
+            )
             return loss, [params], [state]
 
         compiled = self._compile(("lbfgs", structures, key), run, (0, 1))
@@ -509,6 +548,7 @@ class LBFGS(Optimizer):
             self._group_params(), self._states, vector, arrays
         )
         self.param_groups[0]["params"] = new_params[0]
+        self._write_back(key, modules, [])  # the many evaluations' other changes are dropped
         self._grad = None
         if bool(self._states[0].nonfinite):
             warnings.warn(

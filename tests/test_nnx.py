@@ -131,3 +131,13 @@ def test_variables_changed_through_the_captured_model_win_over_unchanged_group_c
         opt.step(lambda groups: loss_fn(model, x, y))
     assert int(model.layers[1].layers[0].rngs.count[...]) == 3
     assert len(opt._compiled) == 1
+
+
+def test_lbfgs_fits_a_module_and_writes_the_solution_back(x64):
+    model = nnx.Linear(4, 1, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(20, 4)))
+    y = x @ jnp.arange(1.0, 5.0)[:, None] + 0.5
+    opt = optim.LBFGS(model, line_search_fn="strong_wolfe", max_iter=100)
+    opt.step(lambda model, x, y: jnp.mean((model(x) - y) ** 2), x, y)
+    np.testing.assert_allclose(model.kernel[...].ravel(), [1.0, 2.0, 3.0, 4.0], atol=1e-6)
+    np.testing.assert_allclose(model.bias[...], [0.5], atol=1e-6)
