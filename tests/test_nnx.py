@@ -137,7 +137,8 @@ def test_lbfgs_fits_a_module_and_writes_the_solution_back(x64):
     model = nnx.Linear(4, 1, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(20, 4)))
     y = x @ jnp.arange(1.0, 5.0)[:, None] + 0.5
-    opt = optim.LBFGS(model, line_search_fn="strong_wolfe", max_iter=100)
+    opt = optim.LBFGS(model, line_search_fn="strong_wolfe", max_iter=100, tolerance_grad=1e-12,
+                      tolerance_change=1e-15)
     opt.step(lambda model, x, y: jnp.mean((model(x) - y) ** 2), x, y)
     np.testing.assert_allclose(model.kernel[...].ravel(), [1.0, 2.0, 3.0, 4.0], atol=1e-6)
     np.testing.assert_allclose(model.bias[...], [0.5], atol=1e-6)
