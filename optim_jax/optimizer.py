@@ -719,7 +719,6 @@ class Optimizer:
             states.append(_committed(replace_fields(template, treedef, values)))
             structures.append(structure)
         self.param_groups, self._states, self._structures = groups, states, structures
-        self._prepared = None
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
