@@ -760,9 +760,10 @@ def _paired_leaves(params, grads):
 def _field_leaf(value, treedef, i):
     """Parameter ``i``'s entry of a state field, or ``None`` if it has none.
 
-    A field shaped like the params gives each parameter its leaf; a scalar (``step``) is
-    repeated for every parameter, as torch keeps one per parameter; any other array (L-BFGS's
-    history over the flattened params) belongs to the group's first parameter, as in torch.
+    A field with the params' tree structure gives each parameter its leaf, whatever its shape
+    (L-BFGS's history leaves add a leading axis); a scalar (``step``) is repeated for every
+    parameter, as torch keeps one per parameter; any other array (L-BFGS's ``ro``) belongs to
+    the group's first parameter, as in torch.
     """
     if jax.tree.structure(value) == treedef:
         return jax.tree.leaves(value)[i]

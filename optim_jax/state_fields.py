@@ -1,8 +1,9 @@
 """Reading and replacing a pure state's fields by name, for torch's per-parameter state view.
 
 A state is a nest of NamedTuples (and tuples, dicts). A *field* is a NamedTuple entry that is
-either a tree with the params' structure (``exp_avg``: one entry per parameter) or an array
-(``step``, or L-BFGS's history: shared by the group). Field names are torch's state names.
+either a tree with the params' structure (``exp_avg``, or L-BFGS's ``old_dirs`` whose leaves add
+a history axis: one entry per parameter) or an array (``step``, or L-BFGS's ``ro``: shared by the
+group). Field names are torch's state names.
 """
 
 from __future__ import annotations

@@ -105,12 +105,32 @@ lbfgs_state = lbfgs.init(params)
 lbfgs_update = jax.jit(lambda g, s, p: lbfgs.update(g, s, p, value=loss(p), value_fn=loss))
 hlo = lbfgs_update.lower(grads, lbfgs_state, params).compile().as_text()
 updates, new_state = lbfgs_update(grads, lbfgs_state, params)
+history_shardings = jax.tree.map(
+    lambda p: NamedSharding(mesh, P(None, *p.sharding.spec)), params)
 results["lbfgs"] = {
     "collectives": collectives(hlo),
-    "state_replicated": all(leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
-                            for leaf in jax.tree.leaves(lbfgs_state)),
+    "state_follows_params": all(
+        same_sharding(field, params)
+        for field in (lbfgs_state.d, lbfgs_state.prev_flat_grad, new_state.d,
+                      new_state.prev_flat_grad)
+    ) and all(
+        leaf.sharding.is_equivalent_to(spec, leaf.ndim)
+        for buffers in (lbfgs_state.old_dirs, lbfgs_state.old_stps, new_state.old_dirs,
+                        new_state.old_stps)
+        for leaf, spec in zip(jax.tree.leaves(buffers), jax.tree.leaves(history_shardings))
+    ),
+    "rest_replicated": all(
+        leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
+        for state in (lbfgs_state, new_state)
+        for leaf in (state.t, state.ro, state.num_old, state.head, state.H_diag,
+                     state.prev_loss, state.n_iter, state.func_evals, state.nonfinite)
+    ),
     "updates_keep_sharding": same_sharding(updates, params),
 }
+lbfgs_options = dict(max_iter=3, history_size=4, line_search_fn="strong_wolfe")
+results["lbfgs_stateful"] = stateful_findings(
+    optim.LBFGS(jax.tree.map(jnp.copy, params), **lbfgs_options), params,
+    optim.lbfgs(**lbfgs_options).init(params))
 
 # ZeRO-1: params replicated over a pure data-parallel mesh, state split along it.
 flat_mesh = Mesh(np.array(jax.devices()), ("data",))

@@ -229,6 +229,33 @@ def test_state_dict_round_trip_continues_identically():
         np.testing.assert_array_equal(np.asarray(a.params), np.asarray(c.params))
 
 
+def test_state_is_per_parameter_and_round_trips_on_a_pytree():
+    """The vectors are pytrees like the params: each parameter's entry holds its slice of the
+    direction, gradient and history (``history_size`` rows of its shape); ``ro`` sits under
+    parameter 0 and scalars repeat, as torch keeps one per parameter."""
+    with jax.enable_x64(True):
+        x, y = digits_binary()
+        make = lambda: optim.LBFGS({"w": jnp.zeros((64, 1)), "b": jnp.zeros(1)}, max_iter=4,  # noqa: E731
+                                   history_size=3, line_search_fn="strong_wolfe")
+        a = make()
+        for _ in range(2):
+            a.step(logistic, x, y)
+        saved = a.state_dict()
+        shapes = {i: {k: np.shape(v) for k, v in entry.items()} for i, entry in saved["state"].items()}
+        for i, shape in ((0, (1,)), (1, (64, 1))):  # parameter order: the tree's leaves, b then w
+            assert shapes[i]["d"] == shapes[i]["prev_flat_grad"] == shape
+            assert shapes[i]["old_dirs"] == shapes[i]["old_stps"] == (3, *shape)
+            assert shapes[i]["n_iter"] == ()
+        assert shapes[0]["ro"] == (3,) and "ro" not in shapes[1]
+        c = make()
+        c.param_groups[0]["params"] = jax.tree.map(jnp.array, a.params)
+        c.load_state_dict(saved)
+        for _ in range(2):
+            a.step(logistic, x, y), c.step(logistic, x, y)
+        for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(c.params)):
+            np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+
+
 def test_errors():
     with pytest.raises(ValueError, match="LBFGS doesn't support per-parameter options \\(parameter groups\\)"):
         optim.LBFGS([{"params": jnp.ones(2)}, {"params": jnp.ones(3)}])

@@ -48,10 +48,20 @@ def test_global_norm_clipping_adds_only_its_reduction(findings):
 
 
 def test_lbfgs_on_sharded_params(findings):
-    # torch's algorithm works on the flattened params: the flat vector and history are
-    # replicated, so each evaluation gathers params and gradient (see the README).
-    assert findings["lbfgs"]["collectives"] == ["all-gather", "all-reduce"]
-    assert findings["lbfgs"]["state_replicated"]
+    # The vectors are pytrees laid out like the params: only reductions communicate (the dot
+    # products and norms, and the objective's own sums), as all-reduces; nothing is gathered.
+    assert findings["lbfgs"] == {
+        "collectives": ["all-reduce"],
+        "state_follows_params": True,
+        "rest_replicated": True,
+        "updates_keep_sharding": True,
+    }
+    assert findings["lbfgs_stateful"] == {
+        "params_keep_sharding": True,
+        "state_keeps_sharding": True,
+        "state_sharding_survives_load": True,
+        "state_keeps_sharding_after_load": True,
+    }
 
 
 def test_zero1_shards_state_one_eighth_per_device_with_identical_updates(findings):
