@@ -2,7 +2,7 @@
 
 State leaves shaped like a parameter take that parameter's sharding when they are created
 (:func:`optim_jax.numerics.zeros_like`). Everything else a state holds (``step`` counters,
-injected hyperparameters, L-BFGS's flattened history) is placed by :func:`place_state`,
+injected hyperparameters, L-BFGS's ``ro``) is placed by :func:`place_state`,
 replicated over the mesh the params live on, so one jitted update sees all of its inputs on the
 same devices and returns them with the shardings they came in with.
 """
