@@ -165,8 +165,13 @@ results["zero1"] = {
     "same_params": runs["zero1"]["params"] == runs["replicated"]["params"],
 }
 zero_opt = optim.ZeroRedundancyOptimizer(jax.tree.map(jnp.copy, mlp), optim.Adam, lr=1e-3)
+zero_state_bytes = state_bytes_per_device(zero_opt._states)
+for _ in range(2):
+    zero_opt.step(lambda p: sum(jnp.sum(jnp.sin(w)) for w in p.values()))
 results["zero1_stateful"] = {
     "is_adam": isinstance(zero_opt, optim.Adam),
-    "state_bytes_per_device": state_bytes_per_device(zero_opt._states),
+    "state_bytes_per_device": zero_state_bytes,
+    "after_steps": state_bytes_per_device(zero_opt._states),
+    "params_stay_replicated": same_sharding(zero_opt.params, mlp),
 }
 print(json.dumps(results))

@@ -75,7 +75,8 @@ def test_zero1_shards_state_one_eighth_per_device_with_identical_updates(finding
     assert zero["params_stay_replicated"] and zero["state_keeps_layout"]
     assert findings["zero1"]["same_params"]
     assert findings["zero1_stateful"] == {
-        "is_adam": True, "state_bytes_per_device": zero["state_bytes_per_device"]}
+        "is_adam": True, "state_bytes_per_device": zero["state_bytes_per_device"],
+        "after_steps": zero["state_bytes_per_device"], "params_stay_replicated": True}
 
 
 def test_zero_redundancy_names_a_missing_axis_and_needs_a_mesh():
