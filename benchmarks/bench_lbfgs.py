@@ -383,20 +383,21 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def markdown_table(header: str, align: str, rows: list[str]) -> str:
+    """A markdown table: ``header`` and ``align`` are its first two rows without the outer
+    pipes (``"problem | solver"``, ``"---|---:"``); ``rows`` are whole lines."""
+    return "\n".join([f"| {header} |", f"|{align}|", *rows])
+
+
 def results_table(blocks: list[Block]) -> str:
-    lines = [
-        "| problem | solver | final loss | max abs g | iters | evals | wall ms | min ms "
-        "| compile s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for block in blocks:
-        for r in block.rows.values():
-            lines.append(
-                f"| {r.problem} | {r.solver} | {r.loss:.6e} | {r.max_grad:.1e} | {r.iters} "
-                f"| {r.evals} | {r.seconds * 1e3:.3f} | {r.best * 1e3:.3f} "
-                f"| {fmt(r.compile_s, '.2f')} |"
-            )
-    return "\n".join(lines)
+    return markdown_table(
+        "problem | solver | final loss | max abs g | iters | evals | wall ms | min ms "
+        "| compile s", "---|---|---:|---:|---:|---:|---:|---:|---:",
+        [f"| {r.problem} | {r.solver} | {r.loss:.6e} | {r.max_grad:.1e} | {r.iters} "
+         f"| {r.evals} | {r.seconds * 1e3:.3f} | {r.best * 1e3:.3f} "
+         f"| {fmt(r.compile_s, '.2f')} |"
+         for block in blocks for r in block.rows.values()],
+    )
 
 
 def targets(block: Block) -> tuple[float, float, float, list[bool]]:
@@ -409,31 +410,28 @@ def targets(block: Block) -> tuple[float, float, float, list[bool]]:
 
 
 def summary_table(blocks: list[Block]) -> str:
-    lines = [
-        "| problem | wall / torch | wall / optax | evals / torch | evals <= torch "
-        "| wall <= 0.2x torch | wall <= optax | other processes (cores) |",
-        "|---|---:|---:|---:|---|---|---|---:|",
-    ]
+    rows = []
     for block in blocks:
         x_torch, x_optax, x_evals, met = targets(block)
         marks = " | ".join("yes" if m else "**no**" for m in met)
-        lines.append(f"| {block.problem} | {x_torch:.3f} | {x_optax:.2f} | {x_evals:.2f} "
-                     f"| {marks} | {block.others:.2f} |")
-    return "\n".join(lines)
+        rows.append(f"| {block.problem} | {x_torch:.3f} | {x_optax:.2f} | {x_evals:.2f} "
+                    f"| {marks} | {block.others:.2f} |")
+    return markdown_table(
+        "problem | wall / torch | wall / optax | evals / torch | evals <= torch "
+        "| wall <= 0.2x torch | wall <= optax | other processes (cores)",
+        "---|---:|---:|---:|---|---|---|---:", rows)
 
 
 def evaluation_table(blocks: list[Block]) -> str:
-    lines = [
-        "| problem | one JAX evaluation ms | one torch evaluation ms | optim_jax evals "
-        "| evals x JAX evaluation / torch wall |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    rows = []
     for block in blocks:
         ours, theirs = block.rows["optim_jax"], block.rows["torch"]
         floor = ours.evals * block.eval_jax / theirs.seconds
-        lines.append(f"| {block.problem} | {block.eval_jax * 1e3:.4f} | "
-                     f"{block.eval_torch * 1e3:.4f} | {ours.evals} | {floor:.3f} |")
-    return "\n".join(lines)
+        rows.append(f"| {block.problem} | {block.eval_jax * 1e3:.4f} | "
+                    f"{block.eval_torch * 1e3:.4f} | {ours.evals} | {floor:.3f} |")
+    return markdown_table(
+        "problem | one JAX evaluation ms | one torch evaluation ms | optim_jax evals "
+        "| evals x JAX evaluation / torch wall", "---|---:|---:|---:|---:", rows)
 
 
 def verdict(blocks: list[Block]) -> str:

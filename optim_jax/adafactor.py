@@ -64,26 +64,10 @@ def scale_by_adafactor(
 ) -> GradientTransformation:
     """Adafactor's step: factored second moment, relative step size and update clipping.
 
-    As torch computes it. The output is the full update (learning rate and decoupled weight
-    decay included), so no learning-rate block follows.
-
-    .. math::
-        \\hat\\beta_{2,t} = 1 - t^{\\tau}, \\quad
-        \\rho_t = \\min(\\gamma, 1/\\sqrt t), \\quad
-        \\alpha_t = \\max(\\epsilon_2, \\operatorname{RMS}(\\theta_{t-1}))\\, \\rho_t,
-
-        R_t = \\operatorname{lerp}(R_{t-1}, \\operatorname{mean}_{-1}(g_t^2), 1-\\hat\\beta_{2,t}),
-        \\quad C_t = \\operatorname{lerp}(C_{t-1}, \\operatorname{mean}_{-2}(g_t^2),
-        1-\\hat\\beta_{2,t}), \\quad
-        \\hat V_t = \\frac{R_t C_t}{\\max(\\operatorname{mean}_{-2}(R_t), \\epsilon_1)}
-
-    for parameters of two or more dimensions (:math:`\\hat V_t = \\operatorname{lerp}(\\hat
-    V_{t-1}, g_t^2, 1-\\hat\\beta_{2,t})` for scalars and vectors), then
-
-    .. math::
-        U_t = \\frac{g_t}{\\sqrt{\\max(\\hat V_t, \\epsilon_1^2)}}, \\quad
-        u_t = -\\frac{\\alpha_t}{\\max(1, \\operatorname{RMS}(U_t)/d)} U_t
-              - \\gamma \\lambda \\theta_{t-1}.
+    As torch computes it. The output is the full update :math:`u_t = \\theta_t - \\theta_{t-1}`
+    of :func:`adafactor` (whose docstring states the math), learning rate and decoupled weight
+    decay included, for the gradient as given (``maximize`` is :func:`adafactor`'s sign flip
+    before it), so no learning-rate block follows.
 
     Args:
       lr: :math:`\\gamma`, a float or a schedule ``step -> lr``.
