@@ -103,10 +103,11 @@ def _options(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_s
 
 
 def _dot(a: Params, b: Params) -> jax.Array:
-    """``a . b`` over all leaves; contracting every axis keeps sharded leaves unreshaped, so
-    the only communication is the partial sums' all-reduce."""
-    return sum(jnp.tensordot(x, y, jnp.ndim(x)) for x, y in zip(jax.tree.leaves(a),
-                                                                 jax.tree.leaves(b)))
+    """``a . b`` over all leaves. An elementwise product summed over every axis keeps sharded
+    leaves unreshaped, so the only communication is the partial sums' all-reduce, and it is
+    well defined on meshes with Explicit axes too (where a contraction needs an output
+    sharding)."""
+    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def _axpy(alpha: jax.Array, y: Params, x: Params) -> Params:
@@ -400,6 +401,8 @@ def _iteration(evaluate: Callable, options: Options,
                     evaluate, it.x, t, d, d_max, it.loss, g, gtd,
                     options.max_eval - it.current_evals,
                 )
+            elif evaluate is None:  # the pure update's fixed step: the caller evaluates next
+                step, loss, grad, evals = t, it.loss, g, jnp.zeros([], jnp.int32)
             else:
                 step = t
                 loss, grad = jax.lax.cond(

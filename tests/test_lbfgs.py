@@ -265,3 +265,15 @@ def test_errors():
         optim.LBFGS(jnp.ones(2), line_search_fn="backtracking")
     with pytest.raises(RuntimeError, match="LBFGS.step needs a closure"):
         optim.LBFGS(jnp.ones(2)).step()
+
+
+def test_pure_update_with_a_fixed_step_needs_no_value_fn():
+    tx = optim.lbfgs(lr=0.5)
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(3.0)}
+    grads = {"w": jnp.array([0.5, 1.0]), "b": jnp.array(-0.5)}
+    updates, state = jax.jit(lambda g, s, p: tx.update(g, s, p, value=1.0))(
+        grads, tx.init(params), params)
+    first_step = 0.5 * min(1.0, 1.0 / 2.0)  # torch's first step: min(1, 1/|g|_1) * lr
+    np.testing.assert_allclose(updates["w"], [-0.5 * first_step, -1.0 * first_step], rtol=1e-6)
+    np.testing.assert_allclose(updates["b"], 0.5 * first_step, rtol=1e-6)
+    assert int(state.func_evals) == 0
