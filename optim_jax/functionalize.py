@@ -34,8 +34,9 @@ from optim_jax import nnx_params
 
 _MAX_DEPTH = 8
 
-# The nnx Modules met while splitting (host objects) and, while a rebuild is collected, their
-# rebuilt copies at the same positions: what a closure changes in a copy is written back.
+# Per thread: ``found``, the nnx Modules met while splitting (host objects); ``copies``, their
+# rebuilt copies while a rebuild runs; ``rebuilt``, where rebuilt_modules() collects those
+# copies (what a closure changes in a copy is written back to the module).
 _modules = threading.local()
 
 
@@ -92,7 +93,9 @@ def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         return (type(value), value), lambda traced: value
     if isinstance(value, (types.FunctionType, functools.partial)) and depth < _MAX_DEPTH:
         return _split(value, arrays, depth + 1)
-    if "flax.nnx" in sys.modules and not nnx_params.is_module(value):
+    if nnx_params.is_module(value):
+        return _split_module(value)
+    if "flax.nnx" in sys.modules:
         outer, outer_def = jax.tree.flatten(value, is_leaf=nnx_params.is_module)
         if any(map(nnx_params.is_module, outer)):  # each module split on its own, see below
             parts = [_split_value(v, arrays, depth) for v in outer]
@@ -106,21 +109,31 @@ def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         return key, lambda traced: value
     start = len(arrays)
     arrays.extend(leaves[i] for i in positions)
-    module = None
-    if nnx_params.is_module(value):
-        module = len(_modules.found)
-        _modules.found.append(value)
 
     def rebuild(traced):
         filled = list(statics)
         for offset, i in enumerate(positions):
             filled[i] = traced[start + offset]
-        built = treedef.unflatten(filled)
-        if module is not None and getattr(_modules, "rebuilt", None) is not None:
-            _modules.rebuilt[module] = built
-        return built
+        return treedef.unflatten(filled)
 
     return key, rebuild
+
+
+def _split_module(module: Any) -> tuple[Any, Callable]:
+    """A placeholder for an nnx Module: :func:`split_call` splits all the modules it meets
+    together, so that what they share (a submodule, an ``nnx.Rngs``) is shared by their
+    rebuilt copies too, and each rebuild hands out the copy at the module's position."""
+    found = _modules.found
+    index = next((i for i, m in enumerate(found) if m is module), len(found))
+    if index == len(found):
+        found.append(module)
+    return ("module", index), lambda traced: _modules.copies[index]
+
+
+def _holds_module(value: Any) -> bool:
+    return "flax.nnx" in sys.modules and any(
+        map(nnx_params.is_module, jax.tree.leaves(value, is_leaf=nnx_params.is_module))
+    )
 
 
 _EMPTY = object()
@@ -166,7 +179,7 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         before = len(arrays)
         value_key, value_rebuild = _split_value(value, arrays, depth)
         globals_key.append((global_name, value_key))
-        if len(arrays) > before:
+        if len(arrays) > before or _holds_module(value):  # a module's arrays may be known
             traced_globals[global_name] = value_rebuild
     key = (
         code,
@@ -206,23 +219,38 @@ def split_call(
     it; :func:`rebuilt_modules` gives their rebuilt copies in the same order.
     """
     arrays: list = []
-    _modules.found = [] if modules is None else modules
+    found: list = [] if modules is None else modules
+    _modules.found = found
     try:
         fn_key, fn_rebuild = _split(fn, arrays, 0)
         args_key, args_rebuild = _split_value((args, kwargs), arrays, 0)
     finally:
         del _modules.found
-    return (fn_key, args_key), arrays, lambda t: (fn_rebuild(t), *args_rebuild(t))
+    if not found:
+        return (fn_key, args_key), arrays, lambda t: (fn_rebuild(t), *args_rebuild(t))
+    graphdef, state = nnx_params.split(tuple(found))
+    state_key, state_rebuild = _split_value(state, arrays, 0)
+
+    def rebuild(traced):
+        _modules.copies = nnx_params.merge(graphdef, state_rebuild(traced))
+        if getattr(_modules, "rebuilt", None) is not None:
+            _modules.rebuilt[:] = _modules.copies
+        try:
+            return fn_rebuild(traced), *args_rebuild(traced)
+        finally:
+            del _modules.copies
+
+    return (fn_key, args_key, graphdef, state_key), arrays, rebuild
 
 
 @contextlib.contextmanager
-def rebuilt_modules(count: int):
-    """Collects the copies a rebuild makes of the ``count`` modules :func:`split_call` found.
+def rebuilt_modules():
+    """Collects the copies a rebuild makes of the modules :func:`split_call` found.
 
     Yields a list that, after the rebuild inside the block, holds each module's copy (the
-    objects the rebuilt closure works on) at the module's position.
+    objects the rebuilt closure works on) in the order of ``split_call``'s ``modules``.
     """
-    _modules.rebuilt = [None] * count
+    _modules.rebuilt = []
     try:
         yield _modules.rebuilt
     finally:

@@ -30,6 +30,20 @@ def params_of(module: Any) -> PyTree:
     return nnx.state(module, nnx.Param)
 
 
+def split(module: Any) -> tuple[Any, PyTree]:
+    """``(graphdef, state)``: the module's structure (hashable) and all its variables' values."""
+    from flax import nnx
+
+    return nnx.split(module)
+
+
+def merge(graphdef: Any, state: PyTree) -> Any:
+    """A new module from :func:`split`'s parts (inside ``jit``, holding traced values)."""
+    from flax import nnx
+
+    return nnx.merge(graphdef, state)
+
+
 def others_of(module: Any) -> PyTree:
     """The module's other variables (batch statistics, RNG counters): a closure may change them."""
     from flax import nnx

@@ -207,7 +207,10 @@ class Optimizer:
         self._prepared = None
         self._modules: list = []  # per group: the nnx Module its params belong to, or None
         self._changed: dict = {}  # closure key -> which nnx variables it changes, see _write_back
-        self._given: dict = {}  # id -> every array given as a parameter (kept: ids stay unique)
+        # id -> each JAX array given as a parameter: committing made the optimizer's own array
+        # a new object, so these are how the user's arrays are recognised later. Kept alive so
+        # an id is never reused; they share (or, after a donating step, lost) their buffers.
+        self._given: dict = {}
         self._variables: list = []  # per group: that module's Param variables, in leaf order
         if isinstance(params, Labelled):
             groups, *self._labels = params
@@ -315,7 +318,8 @@ class Optimizer:
                 )
             group.setdefault(name, default)
         given = _leaves(group["params"])
-        if any(id(leaf) in self._given for leaf in given):
+        current = {id(leaf) for g in self.param_groups for leaf in _leaves(g["params"])}
+        if any(id(leaf) in self._given or id(leaf) in current for leaf in given):
             raise ValueError("some parameters appear in more than one parameter group")
         self._build(group)
         group["params"] = _committed(group["params"])
@@ -327,7 +331,7 @@ class Optimizer:
         self._states.append(state)
         self._structures.append(structure)
         self._modules.append(module)
-        self._given.update((id(leaf), leaf) for leaf in given)
+        self._given.update((id(leaf), leaf) for leaf in given if isinstance(leaf, jax.Array))
         self._variables.append(None if module is None else variables)
         if self._grad is not None:
             self._grad.append(None)
@@ -482,37 +486,35 @@ class Optimizer:
         they are is found while tracing (a changed variable no longer holds its input) and kept
         in ``self._changed[key]`` for :meth:`_write_back`.
         """
-        if all(m is None for m in self._modules):
-            key, arrays, rebuild = functionalize.split_call(closure, args, kwargs)
-
-            def objective(trees, arrays):
-                fn, fn_args, fn_kwargs = rebuild(arrays)
-                return _scalar(fn(self._assemble(trees), *fn_args, **fn_kwargs)), []
-
-            return key, arrays, objective, []
+        as_modules = any(m is not None for m in self._modules)
+        if as_modules:
+            self._adopt_module_values()
+            args = (self.params, *args)  # passed like any argument, so its arrays are known
         modules: list = []
-        key, arrays, rebuild = functionalize.split_call(
-            closure, (self.params, *args), kwargs, modules
-        )
-        where = {id(leaf): (g, i) for g, tree in enumerate(self._group_params())
-                 for i, leaf in enumerate(_leaves(tree))}
-        aliases = tuple((n, where[id(a)]) for n, a in enumerate(arrays) if id(a) in where)
-        for n, _ in aliases:
-            arrays[n] = None  # donated as params: the same buffer cannot be passed twice
+        key, arrays, rebuild = functionalize.split_call(closure, args, kwargs, modules)
+        aliases = ()
+        if modules:
+            where = {id(leaf): (g, i) for g, tree in enumerate(self._group_params())
+                     for i, leaf in enumerate(_leaves(tree))}
+            aliases = tuple((n, where[id(a)]) for n, a in enumerate(arrays) if id(a) in where)
+            for n, _ in aliases:
+                arrays[n] = None  # donated as params: the same buffer cannot be passed twice
         key = (key, aliases)
 
         def objective(trees, arrays):
             flat, arrays = [_leaves(t) for t in trees], list(arrays)
             for n, (g, i) in aliases:
                 arrays[n] = flat[g][i]
-            with functionalize.rebuilt_modules(len(modules)) as copies:
+            with functionalize.rebuilt_modules() as copies:
                 fn, fn_args, fn_kwargs = rebuild(arrays)
+            if not as_modules:
+                fn_args = (self._assemble(trees), *fn_args)
             value = _scalar(fn(*fn_args, **fn_kwargs))
             inputs = {id(a) for a in arrays}
             where, changed = [], []
             for m, copy in enumerate(copies):
                 for i, leaf in enumerate(jax.tree.leaves(nnx_params.others_of(copy))):
-                    if id(leaf) not in inputs:
+                    if isinstance(leaf, jax.Array) and id(leaf) not in inputs:
                         where.append((m, i))
                         changed.append(leaf)
             self._changed[key] = where
@@ -523,6 +525,23 @@ class Optimizer:
     def _loss_and_grad(self, objective, group_params, arrays):
         """``((loss, others), grads)`` of ``objective`` at ``group_params``."""
         return jax.value_and_grad(objective, has_aux=True)(group_params, arrays)
+
+    def _adopt_module_values(self) -> None:
+        """Takes up values put into the groups' nnx Modules since the last step.
+
+        ``nnx.update(model, checkpoint)`` or ``model.layer.kernel[...] = w`` between steps
+        replaces the arrays the optimizer holds; the next step starts from the module's values,
+        as torch's does from its tensors.
+        """
+        for group, variables in zip(self.param_groups, self._variables):
+            if variables is None:
+                continue
+            values = [variable.get_value() for variable in variables]
+            if any(a is not b for a, b in zip(values, _leaves(group["params"]))):
+                group["params"] = _committed(
+                    jax.tree.structure(group["params"]).unflatten(values)
+                )
+                nnx_params.set_values(variables, group["params"])
 
     def _write_back(self, key: Any, modules: list, changed: list) -> None:
         """New param values into the groups' nnx Modules, and the closure's other changes."""
@@ -580,6 +599,7 @@ class Optimizer:
     def _step(self, closure, args, kwargs):
         structures, vector = self._prepare()
         if closure is None:
+            self._adopt_module_values()
             if self.grad is None:
                 raise RuntimeError(
                     "step() needs a gradient: call opt.backward(loss_fn, ...) or assign "
@@ -803,8 +823,6 @@ def _gather_field(name, template, treedef, indices, saved_state):
         if name not in entry:
             raise ValueError(f"loaded state for parameter {i} has no '{name}'")
         value = jnp.asarray(entry[name])
-        if isinstance(expected, jax.Array) and len(expected.sharding.device_set) > 1:
-            value = jax.device_put(value, expected.sharding)  # where init put it, ZeRO included
         if value.shape != expected.shape:
             raise ValueError(
                 f"loaded '{name}' for parameter {i} has shape {value.shape}, expected "
@@ -817,7 +835,7 @@ def _gather_field(name, template, treedef, indices, saved_state):
                     f"{expected.dtype}"
                 )
             value = value.astype(expected.dtype)
-        values.append(value)
+        values.append(jax.device_put(value, expected.sharding))  # where init put it, ZeRO too
     if per_param:
         return treedef.unflatten(values)
     if any(not np.array_equal(values[0], v) for v in values[1:]):

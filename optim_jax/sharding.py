@@ -2,9 +2,9 @@
 
 State leaves shaped like a parameter take that parameter's sharding when they are created
 (:func:`optim_jax.numerics.zeros_like`). Everything else a state holds (``step`` counters,
-injected hyperparameters, L-BFGS's ``ro``) is placed by :func:`place_state`,
-replicated over the mesh the params live on, so one jitted update sees all of its inputs on the
-same devices and returns them with the shardings they came in with.
+injected hyperparameters, L-BFGS's ``ro``) is placed by :func:`place_state`, replicated over
+the mesh the params live on (or on their one device), so one jitted update sees all of its
+inputs on the same devices and returns them with the shardings they came in with.
 """
 
 from __future__ import annotations
@@ -29,36 +29,45 @@ def params_mesh(params: PyTree) -> Mesh | None:
 
     Traced params (inside ``jit``) carry no placement, so this is ``None`` there too.
     """
+    sharding = _first_placement(params)
+    return sharding.mesh if isinstance(sharding, NamedSharding) else None
+
+
+def _first_placement(params: PyTree) -> jax.sharding.Sharding | None:
+    """The sharding of the first parameter committed to its devices, if any."""
     for leaf in jax.tree.leaves(params):
-        sharding = None if isinstance(leaf, jax.core.Tracer) else getattr(leaf, "sharding", None)
-        if isinstance(sharding, NamedSharding):
-            return sharding.mesh
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and \
+                leaf.committed:
+            return leaf.sharding
     return None
 
 
 def place_state(state: PyTree, params: PyTree) -> PyTree:
-    """``state`` with every leaf not already on the params' mesh replicated over it.
+    """``state`` with its fresh leaves put on the params' devices.
+
+    Leaves already committed to devices (those made like a parameter, which take its sharding)
+    are left where they are; the others (``step`` counters, injected hyperparameters) are
+    replicated over the params' mesh, or put on the params' device.
 
     Args:
       state: a freshly initialised optimizer state.
       params: the parameters it belongs to.
 
     Returns:
-      ``state`` unchanged when the params are not laid out over a mesh (one device, or traced);
-      otherwise with scalars and other leaves not sharded over that mesh replicated over it.
+      ``state`` unchanged when no parameter is committed to a device (arrays placed by default,
+      or traced); otherwise with its uncommitted leaves placed as the params are.
     """
-    mesh = params_mesh(params)
-    if mesh is None:
+    placement = _first_placement(params)
+    if placement is None:
         return state
-    replicated = NamedSharding(mesh, P())
+    if isinstance(placement, NamedSharding):
+        placement = NamedSharding(placement.mesh, P())
 
     def place(leaf: Any) -> Any:
-        sharding = getattr(leaf, "sharding", None)
-        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array):
-            return leaf
-        if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
-            return leaf
-        return jax.device_put(leaf, replicated)
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and \
+                not leaf.committed:
+            return jax.device_put(leaf, placement)
+        return leaf
 
     return jax.tree.map(place, state)
 

@@ -142,3 +142,38 @@ def test_lbfgs_fits_a_module_and_writes_the_solution_back(x64):
     opt.step(lambda model, x, y: jnp.mean((model(x) - y) ** 2), x, y)
     np.testing.assert_allclose(model.kernel[...].ravel(), [1.0, 2.0, 3.0, 4.0], atol=1e-6)
     np.testing.assert_allclose(model.bias[...], [0.5], atol=1e-6)
+
+
+def test_values_put_into_the_module_between_steps_are_where_the_next_step_starts():
+    model, restored = Net(6), Net(7)
+    opt = optim.SGD(model, lr=0.1)
+    x, y = next(batches(1))
+    opt.step(loss_fn, x, y)
+    nnx.update(model, nnx.state(restored, nnx.Param))  # e.g. a checkpoint restored
+    start = param_values(model)
+    opt.step(loss_fn, x, y)
+    grads = nnx.grad(loss_fn)(restored, x, y)
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, start, param_values_of_state(grads))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 param_values(model), expected)
+
+
+def param_values_of_state(state):
+    return jax.tree.map(np.asarray, state)
+
+
+def test_non_array_variables_are_not_taken_for_changes():
+    class Tagged(nnx.Module):
+        def __init__(self, tag):
+            self.layer = nnx.Linear(8, 3, rngs=nnx.Rngs(0))
+            self.tag = nnx.Variable(tag)
+
+        def __call__(self, x):
+            return self.layer(x)
+
+    for tag in (1.0, "name"):
+        model = Tagged(tag)
+        opt = optim.Adam(model, lr=1e-3)
+        for x, y in batches(2):
+            opt.step(loss_fn, x, y)
+        assert len(opt._compiled) == 1 and model.tag.get_value() == tag
