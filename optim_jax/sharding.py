@@ -99,6 +99,12 @@ def zero_redundancy(
     if axis not in mesh.shape:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh, whose axes are "
                          f"{tuple(mesh.shape)}")
+    if any(kind != jax.sharding.AxisType.Auto for kind in mesh.axis_types):
+        raise ValueError(
+            f"zero_redundancy needs a mesh with Auto axes, got axis_types={mesh.axis_types}: "
+            "build it with jax.make_mesh(..., axis_types=(jax.sharding.AxisType.Auto,) * n) "
+            "or jax.sharding.Mesh(devices, names)"
+        )
     size = mesh.shape[axis]
     replicated = NamedSharding(mesh, P())
 
@@ -119,6 +125,15 @@ def zero_redundancy(
     tx = with_extra_args_support(tx)
 
     def init(params: PyTree) -> PyTree:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            spec = getattr(getattr(leaf, "sharding", None), "spec", ())
+            if any(axis == names or (isinstance(names, tuple) and axis in names)
+                   for names in spec):
+                raise ValueError(
+                    f"param {jax.tree_util.keystr(path)} is sharded along {axis!r} "
+                    f"({spec}): ZeRO-1 is for params replicated along the data axis; with "
+                    "params sharded along it (FSDP) the state already follows them"
+                )
         return shard(tx.init(params))
 
     def update(updates, state, params=None, **extra_args):
@@ -151,6 +166,11 @@ def ZeroRedundancyOptimizer(  # noqa: N802  (torch's class name; returns the wra
     Returns:
       An instance of ``optimizer_class``.
     """
+    from optim_jax.lbfgs import LBFGS  # a cycle at import time: lbfgs places its state here
+
+    if issubclass(optimizer_class, LBFGS):
+        raise TypeError("ZeroRedundancyOptimizer does not take LBFGS: its state is a few "
+                        "vectors per parameter, already laid out like the params")
     mesh = params_mesh(params) if mesh is None else mesh
     if mesh is None:
         raise ValueError("ZeroRedundancyOptimizer needs params laid out over a mesh (a "

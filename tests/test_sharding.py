@@ -92,3 +92,23 @@ def test_zero_redundancy_names_a_missing_axis_and_needs_a_mesh():
         optim.zero_redundancy(optim.adam(1e-3), mesh, axis="data")
     with pytest.raises(ValueError, match="needs params laid out over a mesh"):
         optim.ZeroRedundancyOptimizer({"w": jnp.zeros(4)}, optim.Adam, lr=1e-3)
+
+
+def test_zero_redundancy_refuses_what_it_cannot_shard():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import optim_jax as optim
+
+    explicit = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    with pytest.raises(ValueError, match="needs a mesh with Auto axes"):
+        optim.zero_redundancy(optim.adam(1e-3), explicit)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    fsdp = {"w": jax.device_put(jnp.ones((4, 2)), NamedSharding(mesh, P("data")))}
+    with pytest.raises(ValueError, match=r"param \['w'\] is sharded along 'data'"):
+        optim.zero_redundancy(optim.adam(1e-3), mesh).init(fsdp)
+    with pytest.raises(TypeError, match="does not take LBFGS"):
+        optim.ZeroRedundancyOptimizer(fsdp, optim.LBFGS)
