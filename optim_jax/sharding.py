@@ -93,8 +93,8 @@ def zero_redundancy(
 
     Returns:
       A transform with ``tx``'s updates and state values, its state laid out over ``axis``.
-      Params must be replicated along ``axis`` (plain data parallelism); with params already
-      sharded along it (FSDP) the state follows them and needs no wrapper.
+      Params must be replicated (plain data parallelism; ``init`` checks): with sharded params
+      (FSDP, tensor parallelism) the state follows them and needs no wrapper.
     """
     if axis not in mesh.shape:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh, whose axes are "
@@ -126,13 +126,12 @@ def zero_redundancy(
 
     def init(params: PyTree) -> PyTree:
         for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-            spec = getattr(getattr(leaf, "sharding", None), "spec", ())
-            if any(axis == names or (isinstance(names, tuple) and axis in names)
-                   for names in spec):
+            sharding = getattr(leaf, "sharding", None)
+            if sharding is not None and not sharding.is_fully_replicated:
                 raise ValueError(
-                    f"param {jax.tree_util.keystr(path)} is sharded along {axis!r} "
-                    f"({spec}): ZeRO-1 is for params replicated along the data axis; with "
-                    "params sharded along it (FSDP) the state already follows them"
+                    f"param {jax.tree_util.keystr(path)} is sharded ({sharding}): ZeRO-1 is "
+                    "for replicated params (plain data parallelism); with params sharded "
+                    "(FSDP, tensor parallelism) the state already follows them"
                 )
         return shard(tx.init(params))
 

@@ -174,4 +174,8 @@ results["zero1_stateful"] = {
     "after_steps": state_bytes_per_device(zero_opt._states),
     "params_stay_replicated": same_sharding(zero_opt.params, mlp),
 }
+try:
+    optim.zero_redundancy(optim.adam(1e-3), mesh, axis="data").init(params)
+except ValueError as error:
+    results["zero1_sharded_params"] = str(error)
 print(json.dumps(results))
