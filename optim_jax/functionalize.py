@@ -95,13 +95,16 @@ def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         return _split(value, arrays, depth + 1)
     if nnx_params.is_module(value):
         return _split_module(value)
-    if "flax.nnx" in sys.modules:
-        outer, outer_def = jax.tree.flatten(value, is_leaf=nnx_params.is_module)
-        if any(map(nnx_params.is_module, outer)):  # each module split on its own, see below
-            parts = [_split_value(v, arrays, depth) for v in outer]
-            key = ("modules", outer_def, tuple(k for k, _ in parts))
-            return key, lambda traced: outer_def.unflatten([r(traced) for _, r in parts])
-    leaves, treedef = jax.tree.flatten(value)
+    # Modules stop the flattening (split_call splits them together); with none inside, the
+    # leaves are the plain flattening's, so one pass serves both cases.
+    modules_loaded = "flax.nnx" in sys.modules
+    leaves, treedef = jax.tree.flatten(
+        value, is_leaf=nnx_params.is_module if modules_loaded else None
+    )
+    if modules_loaded and any(map(nnx_params.is_module, leaves)):
+        parts = [_split_value(v, arrays, depth) for v in leaves]
+        key = ("modules", treedef, tuple(k for k, _ in parts))
+        return key, lambda traced: treedef.unflatten([r(traced) for _, r in parts])
     positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
     statics = [None if is_array(leaf) else leaf for leaf in leaves]
     key = (treedef, tuple(_static(s) for s in statics))

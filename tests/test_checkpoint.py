@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("orbax.checkpoint", reason="pip install -e '.[checkpoint]'")
-
-
 @pytest.fixture(scope="module")
 def findings(tmp_path_factory) -> dict:
     worker = Path(__file__).with_name("checkpoint_worker.py")

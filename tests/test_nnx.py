@@ -153,13 +153,9 @@ def test_values_put_into_the_module_between_steps_are_where_the_next_step_starts
     start = param_values(model)
     opt.step(loss_fn, x, y)
     grads = nnx.grad(loss_fn)(restored, x, y)
-    expected = jax.tree.map(lambda p, g: p - 0.1 * g, start, param_values_of_state(grads))
+    expected = jax.tree.map(lambda p, g: p - 0.1 * np.asarray(g), start, grads)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  param_values(model), expected)
-
-
-def param_values_of_state(state):
-    return jax.tree.map(np.asarray, state)
 
 
 def test_non_array_variables_are_not_taken_for_changes():
