@@ -4,7 +4,7 @@ Two faces over one engine: pure transforms (``optim_jax.adam(...)``, ``init``/``
 pytrees, optax-compatible) and, built on them, torch-style stateful optimisers.
 """
 
-from optim_jax import lr_scheduler, schedules
+from optim_jax import lr_scheduler, schedules, swa_utils
 from optim_jax.adadelta import Adadelta, AdadeltaState, adadelta, scale_by_adadelta
 from optim_jax.adafactor import Adafactor, AdafactorState, adafactor, scale_by_adafactor
 from optim_jax.adagrad import Adagrad, AdagradState, adagrad, scale_by_adagrad
@@ -12,6 +12,16 @@ from optim_jax.adam import Adam, adam
 from optim_jax.adamax import Adamax, AdamaxState, adamax, scale_by_adamax
 from optim_jax.adamw import AdamW, adamw
 from optim_jax.asgd import ASGD, ASGDState, asgd, scale_by_asgd
+from optim_jax.averaging import (
+    AveragingState,
+    WeightAveraging,
+    ema,
+    ema_average,
+    ema_warmup,
+    swa,
+    swa_average,
+    weight_averaging,
+)
 from optim_jax.base import (
     EmptyState,
     GradientTransformation,
@@ -78,8 +88,12 @@ __all__ = [
     "ASGD",
     "asgd",
     "ASGDState",
+    "AveragingState",
     "chain",
     "descent",
+    "ema",
+    "ema_average",
+    "ema_warmup",
     "EmptyState",
     "GradientTransformation",
     "GradientTransformationExtraArgs",
@@ -132,9 +146,14 @@ __all__ = [
     "sgd",
     "sparse_adam",
     "SparseAdam",
+    "swa",
+    "swa_average",
+    "swa_utils",
     "trace_momentum",
     "trace_muon_momentum",
     "view_as_real",
+    "weight_averaging",
+    "WeightAveraging",
     "with_extra_args_support",
     "zeropower_via_newtonschulz",
     "zero_redundancy",
