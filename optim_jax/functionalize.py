@@ -12,9 +12,12 @@ the batch in as a constant. :func:`split_call` instead separates what the functi
 code, and the non-array values it captured: a static, hashable key) from the arrays it captured
 (cells, defaults, ``functools.partial`` arguments, and module globals its code reads). The
 compiled step takes those arrays as arguments and rebuilds an equivalent function around the
-traced values. Python numbers, strings, other objects and the functions a closure calls stay part
-of the key: changing one (redefining ``loss_fn``, say) compiles again, which is correct (it may
-decide shapes) but slow if it changes every step.
+traced values. Python numbers, strings, other objects and the functions a closure *captures* stay
+part of the key: changing one (redefining ``loss_fn``, say) compiles again, which is correct (it
+may decide shapes) but slow if it changes every step. Arguments passed explicitly
+(``opt.step(closure, x, y, scale)``) are treated as ``jax.jit`` treats its arguments: arrays and
+Python numbers are traced (a new ``scale`` reuses the program); bools, strings and other objects
+are part of the key.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import jax
 import numpy as np
 
 from optim_jax import nnx_params
+from optim_jax.compile_cache import Named
 
 _MAX_DEPTH = 8
 
@@ -43,6 +47,15 @@ _modules = threading.local()
 def is_array(x: Any) -> bool:
     """Whether ``x`` is an array a compiled step takes as an argument (JAX or NumPy)."""
     return isinstance(x, (jax.Array, np.ndarray))
+
+
+_NUMBERS = (int, float, complex)
+
+
+def _traced(x: Any, numbers: bool) -> bool:
+    """Whether ``x`` becomes an argument of the compiled step: arrays always; Python numbers
+    (not bools) when ``numbers``, as ``jax.jit`` traces the numbers passed to it."""
+    return is_array(x) or (numbers and type(x) in _NUMBERS)
 
 
 class _Identity:
@@ -83,9 +96,15 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
-    """Static key and rebuild function for one captured value; its arrays go to ``arrays``."""
-    if is_array(value):
+def _split_value(
+    value: Any, arrays: list, depth: int, numbers: bool = False
+) -> tuple[Any, Callable]:
+    """Static key and rebuild function for one captured value; its arrays go to ``arrays``.
+
+    With ``numbers``, Python numbers inside ``value`` go to ``arrays`` too (explicit step
+    arguments); otherwise they are part of the key (captures).
+    """
+    if _traced(value, numbers):
         index = len(arrays)
         arrays.append(value)
         return _ARRAY, lambda traced: traced[index]
@@ -102,11 +121,11 @@ def _split_value(value: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         value, is_leaf=nnx_params.is_module if modules_loaded else None
     )
     if modules_loaded and any(map(nnx_params.is_module, leaves)):
-        parts = [_split_value(v, arrays, depth) for v in leaves]
+        parts = [_split_value(v, arrays, depth, numbers) for v in leaves]
         key = ("modules", treedef, tuple(k for k, _ in parts))
         return key, lambda traced: treedef.unflatten([r(traced) for _, r in parts])
-    positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
-    statics = [None if is_array(leaf) else leaf for leaf in leaves]
+    positions = [i for i, leaf in enumerate(leaves) if _traced(leaf, numbers)]
+    statics = [None if _traced(leaf, numbers) else leaf for leaf in leaves]
     key = (treedef, tuple(_static(s) for s in statics))
     if not positions:
         return key, lambda traced: value
@@ -167,6 +186,7 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
     # compiled step cached under this key must not keep the first call's arrays alive.
     code, name, module = fn.__code__, fn.__name__, fn.__globals__
     cells_split = [_split_value(_contents(c), arrays, depth) for c in fn.__closure__ or ()]
+    cell_names = code.co_freevars
     defaults_key, defaults = _split_value(fn.__defaults__, arrays, depth)
     kwdefaults_key, kwdefaults = _split_value(fn.__kwdefaults__, arrays, depth)
     globals_key, traced_globals = [], {}
@@ -177,18 +197,18 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         if callable(value) and not any(map(is_array, jax.tree.leaves(value))):
             # A function the closure calls: redefined -> compile again. A callable holding
             # arrays (an nnx Module) is data, split below like any other global.
-            globals_key.append((global_name, _static(value)))
+            globals_key.append(Named(f"global {global_name!r}", _static(value)))
             continue
         before = len(arrays)
         value_key, value_rebuild = _split_value(value, arrays, depth)
-        globals_key.append((global_name, value_key))
+        globals_key.append(Named(f"global {global_name!r}", value_key))
         if len(arrays) > before or _holds_module(value):  # a module's arrays may be known
             traced_globals[global_name] = value_rebuild
     key = (
         code,
         id(module),
-        tuple(k for k, _ in cells_split),
-        defaults_key,
+        tuple(Named(f"captured {n!r}", k) for n, (k, _) in zip(cell_names, cells_split)),
+        Named("defaults", defaults_key),
         kwdefaults_key,
         tuple(globals_key),
     )
@@ -202,6 +222,22 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
         new = types.FunctionType(code, namespace, name, defaults(traced), closure)
         new.__kwdefaults__ = kwdefaults(traced)
         return new
+
+    return key, rebuild
+
+
+def _split_arguments(args: tuple, kwargs: dict, arrays: list) -> tuple[Any, Callable]:
+    """Explicit arguments: arrays and Python numbers traced (as ``jax.jit`` traces them), other
+    values part of the key under their position or keyword."""
+    parts = [_split_value(a, arrays, 0, numbers=True) for a in args]
+    named = [(k, _split_value(v, arrays, 0, numbers=True)) for k, v in kwargs.items()]
+    key = (
+        tuple(Named(f"argument {i + 1}", k) for i, (k, _) in enumerate(parts)),
+        tuple(Named(f"keyword {name!r}", k) for name, (k, _) in named),
+    )
+
+    def rebuild(traced):
+        return tuple(r(traced) for _, r in parts), {name: r(traced) for name, (_, r) in named}
 
     return key, rebuild
 
@@ -226,7 +262,7 @@ def split_call(
     _modules.found = found
     try:
         fn_key, fn_rebuild = _split(fn, arrays, 0)
-        args_key, args_rebuild = _split_value((args, kwargs), arrays, 0)
+        args_key, args_rebuild = _split_arguments(args, kwargs, arrays)
     finally:
         del _modules.found
     if not found:

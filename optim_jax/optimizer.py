@@ -23,6 +23,7 @@ deleted``); read them again after the step.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Mapping
 
@@ -30,11 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_jax import functionalize, nnx_params, numerics, validation
+from optim_jax import functionalize, hooks, nnx_params, numerics, state_dict_io, validation
 from optim_jax.base import PyTree, apply_updates
 from optim_jax.combine import label_leaves
+from optim_jax.compile_cache import CompileCache
 from optim_jax.hyperparams import _is_numeric
 from optim_jax.state_fields import collect_fields, replace_fields
+from optim_jax.ties import Ties
 
 
 class Labelled(tuple):
@@ -89,18 +92,11 @@ class _Required:
     def __repr__(self) -> str:
         return "<required parameter>"
 
+    def __reduce__(self) -> str:
+        return "required"  # pickled by name: a copy stays the one sentinel
+
 
 required = _Required()
-
-
-class RemovableHandle:
-    """Returned by the hook registrations; ``remove()`` unregisters the hook."""
-
-    def __init__(self, hooks: OrderedDict, key: int):
-        self._hooks, self._key = hooks, key
-
-    def remove(self) -> None:
-        self._hooks.pop(self._key, None)
 
 
 class StateView(Mapping):
@@ -200,9 +196,8 @@ class Optimizer:
         self._states: list[Any] = []
         self._structures: list[Any] = []
         self._grad: list | None = None
-        self._compiled: dict[Any, Callable] = {}
-        self._step_pre_hooks: OrderedDict = OrderedDict()
-        self._step_post_hooks: OrderedDict = OrderedDict()
+        self._compiled = CompileCache()
+        self._hooks = _fresh_hooks()
         self._labels = None
         self._prepared = None
         self._modules: list = []  # per group: the nnx Module its params belong to, or None
@@ -212,6 +207,8 @@ class Optimizer:
         # an id is never reused; they share (or, after a donating step, lost) their buffers.
         self._given: dict = {}
         self._variables: list = []  # per group: that module's Param variables, in leaf order
+        self._ties: list = []  # per group: Ties when its tree repeats an array, else None
+        self._named: list = []  # per group: whether it was given as (name, array) pairs
         if isinstance(params, Labelled):
             groups, *self._labels = params
             self._layout = "labelled"
@@ -223,6 +220,13 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         for group in groups:
             self._add_group(group)
+        self._check_group_count()
+
+    def _check_group_count(self) -> None:
+        if self.max_groups is not None and len(self.param_groups) > self.max_groups:
+            raise ValueError(
+                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
+            )
 
     # -- groups and hyperparameters -------------------------------------------------------
 
@@ -285,17 +289,18 @@ class Optimizer:
                 "add_param_group is not available when params are labelled(); build the "
                 "optimizer with all groups in labelled(..., groups={...})"
             )
-        if self._layout == "tree":
-            self._layout = "groups"
-        self._add_group(param_group)
-
-    def _add_group(self, param_group: dict[str, Any]) -> None:
-        if not isinstance(param_group, dict):
-            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         if self.max_groups is not None and len(self.param_groups) >= self.max_groups:
             raise ValueError(
                 f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
             )
+        self._add_group(param_group)
+        if self._layout == "tree":
+            self._layout = "groups"
+
+    def _add_group(self, param_group: dict[str, Any]) -> None:
+        """Validates and adds one group, in torch's order of checks; nothing changes on error."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         if "params" not in param_group:
             raise ValueError(
                 f"param group must have a 'params' key; got keys {sorted(param_group)}"
@@ -310,6 +315,7 @@ class Optimizer:
                 )
             group["params"] = nnx_params.params_of(module)
             variables = nnx_params.variables_of(group["params"])  # before the tree is copied
+        named = _split_names(group)
         for name, default in self.defaults.items():
             if default is required and name not in group:
                 raise ValueError(
@@ -317,12 +323,32 @@ class Optimizer:
                     f"parameter {name}"
                 )
             group.setdefault(name, default)
+        _check_params(group["params"])
+        ties = Ties.find(group["params"])
+        if ties is not None and isinstance(param_group["params"], (list, tuple)):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; in future, "
+                "this will cause an error; see github.com/pytorch/pytorch/issues/40967 for "
+                "more information",
+                stacklevel=4,
+            )
+        if any(n != named for n in self._named):
+            raise ValueError(
+                "all optimizer param groups should be with/without names. cannot add param "
+                f"group {'with' if named else 'without'} names to the optimizer"
+            )
         given = _leaves(group["params"])
         current = {id(leaf) for g in self.param_groups for leaf in _leaves(g["params"])}
         if any(id(leaf) in self._given or id(leaf) in current for leaf in given):
             raise ValueError("some parameters appear in more than one parameter group")
+        self._check_option_types(group)
         self._build(group)
-        group["params"] = _committed(group["params"])
+        if ties is not None:
+            group["params"] = ties.collapse(group["params"])
+        if not named:
+            group["param_names"] = _path_names(group["params"])
+        # The optimizer's own copy: the caller's arrays stay valid (steps donate only this one).
+        group["params"] = _committed(group["params"], copy=True)
         if module is not None:  # the module holds the very arrays the optimizer steps
             nnx_params.set_values(variables, group["params"])
         structure = self._structure(group)
@@ -331,17 +357,60 @@ class Optimizer:
         self._states.append(state)
         self._structures.append(structure)
         self._modules.append(module)
+        self._ties.append(ties)
+        self._named.append(named)
         self._given.update((id(leaf), leaf) for leaf in given if isinstance(leaf, jax.Array))
         self._variables.append(None if module is None else variables)
         if self._grad is not None:
             self._grad.append(None)
 
+    def _check_option_types(self, group: Mapping[str, Any], index: int | None = None) -> None:
+        """A ``TypeError`` naming the option for a value of the wrong kind.
+
+        An option whose default is a number takes a number, a 0-d or one-element array, or a
+        schedule; one whose default is a tuple of numbers takes a tuple of as many. ``index``
+        names the group (``param_groups[0]['lr']``) when checking groups edited by hand.
+        """
+
+        def label(name: str) -> str:
+            return name if index is None else f"param_groups[{index}][{name!r}]"
+
+        defaults = inspect.signature(type(self).transform).parameters
+        for name in self._transform_args:
+            if name not in group:
+                if name in self.defaults:
+                    raise KeyError(f"{label(name)}: the group has no value for {name!r}")
+                continue
+            value, default = group[name], defaults[name].default
+            if _is_number(default):
+                _check_numeric(value, label(name))
+            elif isinstance(default, tuple) and any(map(_is_number, default)):
+                if not isinstance(value, (tuple, list)) or len(value) != len(default):
+                    raise TypeError(
+                        f"{label(name)} must be a tuple of {len(default)} numbers, got {value!r}"
+                    )
+                for i, (v, d) in enumerate(zip(value, default)):
+                    if not (d is None and v is None):
+                        _check_numeric(v, f"{label(name)}[{i}]")
+
     # -- parameters and gradients in the user's layout ------------------------------------
+    # Internally a group is its tree with repeated arrays collapsed (see ``Ties``) and names
+    # split off; the user sees it expanded and, if given so, as (name, array) pairs.
 
     def _group_params(self) -> list:
         return [g["params"] for g in self.param_groups]
 
+    def _shown(self, index: int, tree: PyTree) -> PyTree:
+        """Group ``index``'s internal ``tree`` in the layout the user gave it."""
+        ties = self._ties[index]
+        if ties is not None:
+            tree = ties.expand(tree)
+        if self._named[index]:
+            tree = list(zip(self.param_groups[index]["param_names"], tree))
+        return tree
+
     def _assemble(self, trees: list) -> PyTree:
+        trees = [self._shown(i, t) for i, t in enumerate(trees)]
         if self._layout == "tree":
             return trees[0]
         if self._layout == "groups":
@@ -353,7 +422,8 @@ class Optimizer:
         )
 
     def _disassemble(self, tree: PyTree, what: str) -> list:
-        """The user's layout split into group trees, checking the structure matches params."""
+        """The user's layout as each group's internal leaves (``None`` where ``tree`` has
+        ``None`` at a leaf, a parameter torch would skip), checking the structure."""
         if self._layout == "groups":
             if not isinstance(tree, (list, tuple)) or len(tree) != len(self.param_groups):
                 raise ValueError(
@@ -370,10 +440,17 @@ class Optimizer:
                 treedef.unflatten([x if lab == label else None for x, lab in zip(leaves, flat_labels)])
                 for label in order
             ]
+        groups = []
         for index, (t, params) in enumerate(zip(trees, self._group_params())):
             where = f"{what} of group {index}" if self._layout == "groups" else what
-            self._checked_leaves(t, jax.tree.structure(params), where)
-        return trees
+            if self._named[index]:
+                t = _without_names(t, self.param_groups[index]["param_names"], where)
+            ties = self._ties[index]
+            if ties is not None:
+                self._checked_leaves(t, ties.treedef, where)
+                t = ties.collapse_sum(t)
+            groups.append(self._checked_leaves(t, jax.tree.structure(params), where))
+        return groups
 
     @staticmethod
     def _checked_leaves(tree: PyTree, treedef: Any, what: str) -> list:
@@ -397,15 +474,28 @@ class Optimizer:
 
     @property
     def grad(self) -> PyTree | None:
-        """The accumulated gradient (``None`` after ``zero_grad``), in the params' layout."""
-        if self._grad is None or any(g is None for g in self._grad):
+        """The accumulated gradient in the params' layout: ``None`` after ``zero_grad``, and
+        ``None`` in place of a parameter that has none (torch's ``p.grad is None``)."""
+        if self._grad is None:
             return None
-        return self._assemble(self._grad)
+        trees = [
+            jax.tree.structure(p).unflatten(g if g is not None else [None] * len(_leaves(p)))
+            for p, g in zip(self._group_params(), self._grad)
+        ]
+        return self._assemble(trees)
 
     @grad.setter
     def grad(self, value: PyTree | None) -> None:
-        self._grad = None if value is None else [
-            _committed(t) for t in self._disassemble(value, "grad")
+        if value is None:
+            self._grad = None
+            return
+        groups = self._disassemble(value, "grad")
+        flat = [g for leaves in groups for g in leaves if g is not None]
+        committed = iter(_committed(flat))
+        self._grad = [
+            None if all(g is None for g in leaves)
+            else [None if g is None else next(committed) for g in leaves]
+            for leaves in groups
         ]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -413,7 +503,10 @@ class Optimizer:
         if set_to_none:
             self._grad = None
         else:
-            self._grad = [_committed(jax.tree.map(jnp.zeros_like, p)) for p in self._group_params()]
+            self._grad = [
+                _committed([jnp.zeros_like(p) for p in _leaves(tree)])
+                for tree in self._group_params()
+            ]
 
     # -- compiled programs ----------------------------------------------------------------
 
@@ -421,14 +514,19 @@ class Optimizer:
         """Current structures (migrating state whose structure changed) and the hp vector.
 
         Both are cached against the groups' option values, so an unchanged step costs one
-        comparison here instead of a rebuild and a host-to-device copy.
+        comparison here instead of a rebuild and a host-to-device copy. Groups edited by hand
+        are checked first (a missing option is a ``KeyError``, a value of the wrong kind a
+        ``TypeError``, as torch's step would raise), before anything changes.
         """
+        self._adopt_appended_groups()
         options = [
-            [tuple(v) if isinstance(v, list) else v for v in map(group.get, self._transform_args)]
+            [_fingerprint(v) for v in map(group.get, self._transform_args)]
             for group in self.param_groups
         ]
         if self._prepared is not None and self._prepared[0] == options:
             return self._prepared[1]
+        for index, group in enumerate(self.param_groups):
+            self._check_option_types(group, index)
         structures, values = [], []
         for index, group in enumerate(self.param_groups):
             structure = self._structure(group)
@@ -441,6 +539,25 @@ class Optimizer:
         self._prepared = options, prepared
         return prepared
 
+    def _adopt_appended_groups(self) -> None:
+        """Group dicts appended to ``param_groups`` by hand are added as ``add_param_group``
+        would add them (torch steps such a group); an invalid one stays where it was and the
+        error says why."""
+        known = len(self._states)
+        if len(self.param_groups) < known:
+            raise RuntimeError(
+                f"opt.param_groups has {len(self.param_groups)} groups, the optimizer had "
+                f"{known}: groups cannot be removed from a running optimizer"
+            )
+        appended = self.param_groups[known:]
+        del self.param_groups[known:]
+        for done, group in enumerate(appended):
+            try:
+                self.add_param_group(group)
+            except Exception:
+                self.param_groups.extend(appended[done:])
+                raise
+
     def _migrate(self, index: int, group: dict, structure: tuple):
         """A state for a new structure keeping the old state's fields of the same name."""
         treedef = jax.tree.structure(group["params"])
@@ -450,28 +567,44 @@ class Optimizer:
         return replace_fields(fresh, treedef, kept)
 
     def _update_groups(self, structures, vector, group_params, group_grads, states):
-        """Traced: every group's update, with shape checks that run once per compilation."""
+        """Traced: every group's update from its gradient leaves.
+
+        A group whose gradient is ``None`` is left as it is, and so is a parameter whose
+        gradient leaf is ``None`` (its value and its per-parameter state; the group's step
+        count still advances, as optim_jax keeps one per group). A gradient is cast to its
+        parameter's dtype, so the state keeps the parameter's. Shapes and dtypes are checked
+        once per compilation.
+        """
         offset, new_params, new_states = 0, [], []
         for index, (structure, params, grads, state) in enumerate(
             zip(structures, group_params, group_grads, states)
         ):
-            for path, p, g in _paired_leaves(params, grads):
-                if jnp.shape(p) != jnp.shape(g):
-                    raise ValueError(
-                        f"gradient of group {index} at {jax.tree_util.keystr(path)} has shape "
-                        f"{jnp.shape(g)}, the parameter has {jnp.shape(p)}"
-                    )
             tx, offset = self._transform_for(structure, vector, offset)
-            updates, state = tx.update(grads, state, params)
-            new_params.append(apply_updates(params, updates))
-            new_states.append(state)
+            if grads is None:
+                new_params.append(params)
+                new_states.append(state)
+                continue
+            flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+            present = [g is not None for g in grads]
+            full = [
+                jnp.zeros_like(p) if g is None else _gradient_for(p, g, index, path)
+                for (path, p), g in zip(flat, grads)
+            ]
+            updates, new_state = tx.update(treedef.unflatten(full), state, params)
+            new = apply_updates(params, updates)
+            if not all(present):
+                new = treedef.unflatten(
+                    [n if k else p for n, (_, p), k in zip(_leaves(new), flat, present)]
+                )
+                new_state = _keep_skipped(state, new_state, treedef, present)
+            new_params.append(new)
+            new_states.append(new_state)
         return new_params, new_states
 
-    def _compile(self, key: Any, fn: Callable, donate: tuple[int, ...]) -> Callable:
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = self._compiled[key] = jax.jit(fn, donate_argnums=donate)
-        return compiled
+    def _compile(
+        self, key: Any, fn: Callable, donate: tuple[int, ...], family: Any = None
+    ) -> Callable:
+        return self._compiled.get(key, fn, donate, family)
 
     def _split_closure(self, closure: Callable, args: tuple, kwargs: dict):
         """``(key, arrays, objective, modules)`` for ``closure(params, *args, **kwargs)``.
@@ -564,15 +697,22 @@ class Optimizer:
         until ``zero_grad()``. Returns the loss.
         """
         key, arrays, objective, modules = self._split_closure(loss_fn, args, kwargs)
-        accumulate = self._grad is not None and all(g is not None for g in self._grad)
+        accumulate = self._grad is not None
 
         def run(group_params, grad, arrays):
             (value, others), grads = self._loss_and_grad(objective, group_params, arrays)
+            grads = [_leaves(g) for g in grads]
             if accumulate:
-                grads = jax.tree.map(jnp.add, grad, grads)
+                grads = [
+                    new if old is None
+                    else [n if o is None else jnp.add(o, n) for o, n in zip(old, new)]
+                    for old, new in zip(grad, grads)
+                ]
             return value, others, grads
 
-        compiled = self._compile(("backward", key, accumulate), run, (1,) if accumulate else ())
+        compiled = self._compile(
+            ("backward", key, accumulate), run, (1,) if accumulate else (), _family(loss_fn)
+        )
         value, others, self._grad = compiled(
             self._group_params(), self._grad if accumulate else None, arrays
         )
@@ -587,12 +727,12 @@ class Optimizer:
         update in the same compiled call; ``grad`` is then ``None``. Returns the loss (or
         ``None`` without a closure).
         """
-        for hook in list(self._step_pre_hooks.values()):
+        for hook in hooks.step_pre_hooks(self._hooks["step_pre"]):
             result = hook(self, (closure, *args), kwargs)
             if result is not None:
                 (closure, *args), kwargs = result
         loss = self._step(closure, args, kwargs)
-        for hook in list(self._step_post_hooks.values()):
+        for hook in hooks.step_post_hooks(self._hooks["step_post"]):
             hook(self, (closure, *args), kwargs)
         return loss
 
@@ -600,7 +740,7 @@ class Optimizer:
         structures, vector = self._prepare()
         if closure is None:
             self._adopt_module_values()
-            if self.grad is None:
+            if self._grad is None or all(g is None for g in self._grad):
                 raise RuntimeError(
                     "step() needs a gradient: call opt.backward(loss_fn, ...) or assign "
                     "opt.grad first, or pass a closure: opt.step(closure)"
@@ -620,11 +760,13 @@ class Optimizer:
             def fused(group_params, states, vector, arrays):
                 (value, others), grads = self._loss_and_grad(objective, group_params, arrays)
                 params, states = self._update_groups(
-                    structures, vector, group_params, grads, states
+                    structures, vector, group_params, [_leaves(g) for g in grads], states
                 )
                 return value, others, params, states
 
-            compiled = self._compile(("closure", structures, key), fused, (0, 1))
+            compiled = self._compile(
+                ("closure", structures, key), fused, (0, 1), _family(closure)
+            )
             loss, others, new_params, self._states = compiled(
                 self._group_params(), self._states, vector, arrays
             )
@@ -634,39 +776,51 @@ class Optimizer:
         self._write_back(key, modules, others)
         return loss
 
-    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+    def register_step_pre_hook(self, hook: Callable) -> hooks.RemovableHandle:
         """Registers ``hook``, called as ``hook(optimizer, args, kwargs)`` before each step.
 
         The hook may return new ``(args, kwargs)``. Returns a handle whose ``remove()``
         unregisters it.
         """
-        key = id(hook) ^ len(self._step_pre_hooks)
-        self._step_pre_hooks[key] = hook
-        return RemovableHandle(self._step_pre_hooks, key)
+        return hooks.register(self._hooks["step_pre"], hook)
 
-    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+    def register_step_post_hook(self, hook: Callable) -> hooks.RemovableHandle:
         """Registers ``hook``, called as ``hook(optimizer, args, kwargs)`` after each step.
 
         Returns a handle whose ``remove()`` unregisters it.
         """
-        key = id(hook) ^ len(self._step_post_hooks)
-        self._step_post_hooks[key] = hook
-        return RemovableHandle(self._step_post_hooks, key)
+        return hooks.register(self._hooks["step_post"], hook)
+
+    def register_state_dict_pre_hook(
+        self, hook: Callable, prepend: bool = False
+    ) -> hooks.RemovableHandle:
+        """Registers ``hook(optimizer)``, called before ``state_dict()`` builds the dict."""
+        return hooks.register(self._hooks["state_dict_pre"], hook, prepend)
+
+    def register_state_dict_post_hook(
+        self, hook: Callable, prepend: bool = False
+    ) -> hooks.RemovableHandle:
+        """Registers ``hook(optimizer, state_dict)``, called on the built dict; it may return a
+        replacement."""
+        return hooks.register(self._hooks["state_dict_post"], hook, prepend)
+
+    def register_load_state_dict_pre_hook(
+        self, hook: Callable, prepend: bool = False
+    ) -> hooks.RemovableHandle:
+        """Registers ``hook(optimizer, state_dict)``, called before ``load_state_dict`` reads the
+        dict; it may return a replacement."""
+        return hooks.register(self._hooks["load_state_dict_pre"], hook, prepend)
+
+    def register_load_state_dict_post_hook(
+        self, hook: Callable, prepend: bool = False
+    ) -> hooks.RemovableHandle:
+        """Registers ``hook(optimizer)``, called after ``load_state_dict`` has loaded."""
+        return hooks.register(self._hooks["load_state_dict_post"], hook, prepend)
 
     # -- state ----------------------------------------------------------------------------
 
     def _per_param_state(self) -> dict[int, dict[str, jax.Array]]:
-        entries, index = {}, 0
-        for params, state in zip(self._group_params(), self._states):
-            treedef = jax.tree.structure(params)
-            fields = collect_fields(state, treedef)
-            for i in range(treedef.num_leaves):
-                entry = {name: _field_leaf(value, treedef, i) for name, value in fields}
-                entry = {name: value for name, value in entry.items() if value is not None}
-                if entry:
-                    entries[index + i] = entry
-            index += treedef.num_leaves
-        return entries
+        return state_dict_io.per_param_entries(self._group_params(), self._states)
 
     @property
     def state(self) -> StateView:
@@ -676,35 +830,56 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """torch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [...]}]}``.
 
-        Arrays are copies: the dict stays valid after later (donating) steps.
+        Arrays are copies: the dict stays valid after later (donating) steps. Each group lists
+        ``param_names``: the names given as ``(name, array)`` pairs, or the leaves' key paths.
+        As in torch, a group that has not stepped yet lists no state.
         """
+        for hook in list(self._hooks["state_dict_pre"].values()):
+            hook(self)
+        self._adopt_appended_groups()
+        trees = self._group_params()
+        stepped = [
+            state_dict_io.has_stepped(state, jax.tree.structure(tree))
+            for tree, state in zip(trees, self._states)
+        ]
+        entries = state_dict_io.per_param_entries(trees, self._states, stepped)
         state = {
             index: {name: jnp.array(value, copy=True) for name, value in entry.items()}
-            for index, entry in self._per_param_state().items()
+            for index, entry in entries.items()
         }
         groups, index = [], 0
         for group in self.param_groups:
             n = len(_leaves(group["params"]))
-            groups.append(
-                {**{k: v for k, v in group.items() if k != "params"},
-                 "params": list(range(index, index + n))}
-            )
+            options = {k: list(v) if isinstance(v, list) else v
+                       for k, v in group.items() if k != "params"}
+            groups.append({**options, "params": list(range(index, index + n))})
             index += n
-        return {"state": state, "param_groups": groups}
+        result = {"state": state, "param_groups": groups}
+        for hook in list(self._hooks["state_dict_post"].values()):
+            replaced = hook(self, result)
+            result = result if replaced is None else replaced
+        return result
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restores ``state_dict``, an output of ``state_dict()``; validates before changing.
+        """Restores ``state_dict``, from ``state_dict()`` or from torch; validates before changing.
 
         Hyperparameter values are taken as saved, as torch takes them (a scheduler may have
-        left an lr a rounding below zero); counts, names, shapes and dtypes are checked.
+        left an lr a rounding below zero); counts, names, shapes and dtypes are checked. Every
+        array kept is a copy: ``state_dict`` stays valid after later steps. A torch checkpoint
+        (tensors as arrays) loads as torch would load it, see :mod:`optim_jax.state_dict_io`.
 
         Raises:
           ValueError: naming what differs (group count, parameter count, state names, shapes,
-            dtypes); the optimizer is then left as it was.
+            dtypes); the optimizer is then left as it was. ``TypeError`` for an option of the
+            wrong kind.
         """
+        for hook in list(self._hooks["load_state_dict_pre"].values()):
+            replaced = hook(self, state_dict)
+            state_dict = state_dict if replaced is None else replaced
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' keys")
-        saved_groups = _listed(state_dict["param_groups"])
+        self._adopt_appended_groups()
+        saved_groups = state_dict_io.listed(state_dict["param_groups"])
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer "
@@ -713,32 +888,52 @@ class Optimizer:
         saved_state = {int(k): v for k, v in dict(state_dict["state"]).items()}
         groups, states, structures = [], [], []
         for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            indices = [int(i) for i in _listed(saved.get("params", []))]
+            indices = [int(i) for i in state_dict_io.listed(saved.get("params", []))]
             treedef = jax.tree.structure(group["params"])
             if len(indices) != treedef.num_leaves:
                 raise ValueError(
                     f"loaded state dict's group {g} has {len(indices)} parameters, the "
                     f"optimizer's group {g} has {treedef.num_leaves}"
                 )
-            new_group = {**group, **_restore_options(saved, group)}
+            new_group = {**group, **state_dict_io.restore_options(saved, group)}
+            self._check_option_types(new_group, g)
             structure = self._structure(new_group)
             template = self._init_state(new_group, structure)
+            fields = collect_fields(template, treedef)
+            state_dict_io.check_entries({name for name, _ in fields}, indices, saved_state)
             values = [
-                _gather_field(name, value, treedef, indices, saved_state)
-                for name, value in collect_fields(template, treedef)
+                state_dict_io.gather_field(name, value, treedef, indices, saved_state)
+                for name, value in fields
             ]
-            expected = {name for name, _ in collect_fields(template, treedef)}
-            for i in indices:
-                extra = set(saved_state.get(i, {})) - expected
-                if extra:
-                    raise ValueError(
-                        f"loaded state for parameter {i} has unexpected entries {sorted(extra)}; "
-                        f"expected {sorted(expected)}"
-                    )
             groups.append(new_group)
             states.append(_committed(replace_fields(template, treedef, values)))
             structures.append(structure)
         self.param_groups, self._states, self._structures = groups, states, structures
+        for hook in list(self._hooks["load_state_dict_post"].values()):
+            hook(self)
+
+    # -- copies ----------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and ``pickle`` keep: params, state, groups, options, the
+        gradient and the nnx Modules. Compiled programs, hooks and caches are rebuilt (torch
+        drops hooks the same way)."""
+        kept = dict(self.__dict__)
+        for name in _REBUILT:
+            kept.pop(name, None)
+        return kept
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compiled, self._prepared, self._changed = CompileCache(), None, {}
+        self._given, self._hooks = {}, _fresh_hooks()
+        for group, variables in zip(self.param_groups, self._variables):
+            group["params"] = _committed(group["params"])
+            if variables is not None:
+                nnx_params.set_values(variables, group["params"])
+        self._states = [_committed(s) for s in self._states]
+        if self._grad is not None:
+            self._grad = [None if g is None else _committed(g) for g in self._grad]
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -748,19 +943,131 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def _committed(tree: PyTree) -> PyTree:
-    """``tree`` as JAX arrays committed to their devices.
+class _Same:
+    """Equal only to a wrapper of the very same object (which it keeps alive)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    __hash__ = None
+
+
+def _fingerprint(value: Any) -> Any:
+    """A value that compares equal exactly when an option's value is unchanged (arrays by
+    identity, as JAX arrays are immutable; NumPy's by content)."""
+    if isinstance(value, jax.Array):
+        return _Same(value)
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(map(_fingerprint, value))
+    return value
+
+
+def _without_names(tree: Any, names: list[str], what: str) -> list:
+    """A named group's ``[(name, value), ...]`` as the values, checking the names."""
+    if not isinstance(tree, (list, tuple)) or not all(
+        isinstance(p, tuple) and len(p) == 2 for p in tree
+    ):
+        raise ValueError(f"{what} must be (name, array) pairs like the params, got {tree!r:.80}")
+    if [name for name, _ in tree] != list(names):
+        raise ValueError(f"{what} names {[n for n, _ in tree]} differ from the params' {names}")
+    return [value for _, value in tree]
+
+
+def _family(fn: Callable) -> Any:
+    """What programs compiled for one closure share (its code): a recompile warning counts
+    the programs of one family."""
+    return getattr(fn, "__code__", None) or getattr(getattr(fn, "func", None), "__code__", None)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_numeric(value: Any, name: str) -> None:
+    """A number, a one-element real array, a tracer or a schedule; else a precise error."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.size(value) != 1:
+        raise ValueError(f"Tensor {name} must be 1-element, got an array of shape {np.shape(value)}")
+    validation.check_type(value, f"Invalid {name}: {value!r}")
+
+
+def _split_names(group: dict[str, Any]) -> bool:
+    """torch's named parameters: ``'params'`` as ``(name, array)`` pairs become the arrays and
+    ``'param_names'``. Returns whether the group was named."""
+    params = group["params"]
+    if not isinstance(params, (list, tuple)):
+        return False
+    pairs = [isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in params]
+    if not any(pairs):
+        return False
+    if not all(pairs):
+        raise ValueError(
+            "all optimizer params should be with/without names. Some param names are missing"
+        )
+    group["param_names"] = [name for name, _ in params]
+    group["params"] = [p for _, p in params]
+    return True
+
+
+def _path_names(tree: PyTree) -> list[str]:
+    """Each leaf's key path, as ``jax.tree_util.keystr`` writes it: a pytree's param names."""
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _check_params(tree: PyTree) -> None:
+    """Every leaf a floating (or complex) array or number, as torch optimises only those."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, complex)):
+            raise TypeError(
+                "optimizer can only optimize arrays, but the param at "
+                f"{jax.tree_util.keystr(path) or 'the root'} is {type(leaf).__name__}"
+            )
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            raise TypeError(
+                "optimizer can only optimize floating point or complex arrays, but the param "
+                f"at {jax.tree_util.keystr(path) or 'the root'} has dtype "
+                f"{jnp.result_type(leaf)}"
+            )
+
+
+# Attributes a copy rebuilds rather than copies: programs, caches, hooks, the caller's arrays.
+_REBUILT = ("_compiled", "_prepared", "_changed", "_given", "_hooks")
+
+
+def _fresh_hooks() -> dict[str, OrderedDict]:
+    return {kind: OrderedDict() for kind in _HOOK_KINDS}
+
+
+_HOOK_KINDS = ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
+               "load_state_dict_pre", "load_state_dict_post")
+
+
+def _committed(tree: PyTree, copy: bool = False) -> PyTree:
+    """``tree`` as JAX arrays committed to their devices; with ``copy``, new buffers.
 
     Every step returns committed arrays; jit compiles separately for uncommitted inputs (fresh
     ``jnp.zeros``, loaded values), so without this the first step would compile twice.
-    Committing an array in place copies nothing.
+    Committing an array in place copies nothing; ``copy`` is for arrays the caller keeps (given
+    to the constructor or to ``load_state_dict``), which the optimizer's steps would otherwise
+    donate.
     """
-
-    def commit(x: Any) -> Any:
-        x = jnp.asarray(x)
-        return x if x.committed else jax.device_put(x, x.sharding)
-
-    return jax.tree.map(commit, tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    arrays = [jnp.asarray(x) for x in leaves]
+    moved = [i for i, x in enumerate(arrays) if copy or not x.committed]
+    if moved:  # one batched transfer for all of them
+        placed = jax.device_put(
+            [arrays[i] for i in moved], [arrays[i].sharding for i in moved],
+            may_alias=False if copy else None,
+        )
+        for i, x in zip(moved, placed):
+            arrays[i] = x
+    return treedef.unflatten(arrays)
 
 
 def _scalar(value: Any) -> Any:
@@ -771,76 +1078,28 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _paired_leaves(params, grads):
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    grads_flat = jax.tree.structure(params).flatten_up_to(grads)
-    return [(path, p, g) for (path, p), g in zip(flat, grads_flat)]
-
-
-def _field_leaf(value, treedef, i):
-    """Parameter ``i``'s entry of a state field, or ``None`` if it has none.
-
-    A field with the params' tree structure gives each parameter its leaf, whatever its shape
-    (L-BFGS's history leaves add a leading axis); a scalar (``step``) is repeated for every
-    parameter, as torch keeps one per parameter; any other array (L-BFGS's ``ro``) belongs to
-    the group's first parameter, as in torch.
-    """
-    if jax.tree.structure(value) == treedef:
-        return jax.tree.leaves(value)[i]
-    return value if np.ndim(value) == 0 or i == 0 else None
-
-
-def _listed(value) -> list:
-    """A list saved by msgpack may come back as a dict keyed '0', '1', ..."""
-    if isinstance(value, Mapping):
-        return [value[k] for k in sorted(value, key=int)]
-    return list(value)
-
-
-def _restore_options(saved: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
-    options = {}
-    for name, value in saved.items():
-        if name == "params":
-            continue
-        current = group.get(name)
-        if isinstance(current, tuple) and not isinstance(value, tuple):
-            value = tuple(_listed(value))
-        elif isinstance(value, np.ndarray) and value.ndim == 0:
-            value = value.item()
-        options[name] = value
-    return options
-
-
-def _gather_field(name, template, treedef, indices, saved_state):
-    """A state field rebuilt from the saved per-parameter entries, checked against template."""
-    per_param = jax.tree.structure(template) == treedef
-    if not per_param and np.ndim(template) > 0:
-        indices = indices[:1]  # kept under the group's first parameter
-    leaves = jax.tree.leaves(template) if per_param else [template] * len(indices)
-    values = []
-    for i, expected in zip(indices, leaves):
-        entry = saved_state.get(i, {})
-        if name not in entry:
-            raise ValueError(f"loaded state for parameter {i} has no '{name}'")
-        value = jnp.asarray(entry[name])
-        if value.shape != expected.shape:
-            raise ValueError(
-                f"loaded '{name}' for parameter {i} has shape {value.shape}, expected "
-                f"{expected.shape}"
-            )
-        if value.dtype != expected.dtype:
-            if per_param:
-                raise ValueError(
-                    f"loaded '{name}' for parameter {i} has dtype {value.dtype}, expected "
-                    f"{expected.dtype}"
-                )
-            value = value.astype(expected.dtype)
-        values.append(jax.device_put(value, expected.sharding))  # where init put it, ZeRO too
-    if per_param:
-        return treedef.unflatten(values)
-    if any(not np.array_equal(values[0], v) for v in values[1:]):
+def _gradient_for(param: Any, grad: Any, index: int, path: Any) -> Any:
+    """``grad`` checked against its parameter's shape and cast to its dtype."""
+    where = f"gradient of group {index} at {jax.tree_util.keystr(path) or 'the root'}"
+    if jnp.shape(param) != jnp.shape(grad):
         raise ValueError(
-            f"loaded '{name}' differs between parameters of one group; optim_jax keeps one "
-            "value per group"
+            f"{where} has shape {jnp.shape(grad)}, the parameter has {jnp.shape(param)}"
         )
-    return values[0]
+    if jnp.iscomplexobj(grad) and not jnp.iscomplexobj(param):
+        raise TypeError(f"{where} is complex ({grad.dtype}), the parameter is {param.dtype}")
+    return grad.astype(param.dtype)
+
+
+def _keep_skipped(old: Any, new: Any, treedef: Any, present: list[bool]) -> Any:
+    """``new`` state with the per-parameter entries of parameters not in ``present`` taken
+    from ``old`` (a parameter without a gradient keeps its state, as in torch)."""
+    kept = []
+    for (_, before), (_, after) in zip(collect_fields(old, treedef), collect_fields(new, treedef)):
+        if jax.tree.structure(after) == treedef:
+            after = treedef.unflatten(
+                [a if k else b for a, b, k in zip(_leaves(after), _leaves(before), present)]
+            )
+        kept.append(after)
+    return replace_fields(new, treedef, kept)
+
+

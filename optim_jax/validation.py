@@ -45,8 +45,27 @@ def suspended() -> Iterator[None]:
         _state.suspended = previous
 
 
+def check_type(value: Any, message: str) -> None:
+    """Raises ``TypeError`` unless ``value`` can be a numeric hyperparameter.
+
+    A real number, a 0-d or one-element array, a tracer or a schedule (a callable) can; ``None``,
+    strings, lists and other objects cannot (torch fails on them with a comparison TypeError at
+    construction; without this check they would reach the step and fail there, or worse).
+    """
+    if isinstance(value, (numbers.Real, jax.core.Tracer)) or callable(value):
+        return
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        if np.asarray(value).dtype.kind in "biuf":
+            return
+        raise TypeError(f"{message}: expected a real number, got an array of dtype {value.dtype}")
+    raise TypeError(f"{message}: expected a real number, got {type(value).__name__}")
+
+
 def require(ok, value: Any, message: str) -> None:
-    """Raises ``ValueError(message)`` if ``value`` is concrete and ``ok(value)`` is false."""
+    """Raises ``TypeError`` for a value that is not a number (always, see :func:`check_type`),
+    and ``ValueError(message)`` if ``value`` is concrete and ``ok(value)`` is false (unless the
+    checks are :func:`suspended`)."""
+    check_type(value, message)
     if getattr(_state, "suspended", False):
         return
     number = concrete(value)
