@@ -1115,15 +1115,19 @@ def swalr(
         \\eta_t = \\eta_{swa} \\alpha_t + \\eta_0 (1 - \\alpha_t)
 
     with :math:`\\alpha_t` of :func:`swa_annealing` (cosine or linear over ``anneal_epochs``
-    steps, then 1: the rate stays at ``swa_lr``). With ``anneal_epochs=0`` the rate is
-    ``swa_lr`` from step 0, as torch sets it at construction.
+    steps, then 1: the rate stays at ``swa_lr``). Step :math:`t` is the optimizer step after
+    :math:`t` calls of the class's ``step()``, as in torch's recipe, where the scheduler is
+    built before training and stepped during the SWA phase only.
 
     :math:`\\eta_0` is the rate in effect when the annealing starts, not the optimizer's initial
     one: torch's class interpolates from the group's current ``lr``. After another schedule, pass
     its last value, e.g. ``sequential_lr([cosine_annealing_lr(lr, T), swalr(
     cosine_annealing_lr(lr, T)(m), swa_lr)], [m])``. torch's class recovers :math:`\\eta_0` from
     the current rate at every step, which matches this closed form to rounding as long as nothing
-    else changes ``lr``; :class:`optim_jax.swa_utils.SWALR` does as torch does.
+    else changes ``lr``; :class:`optim_jax.swa_utils.SWALR` does as torch does. With
+    ``anneal_epochs=0`` torch's constructor sets ``swa_lr`` at once, and the first ``step()``
+    again: this schedule gives :math:`\\eta_0` at step 0 (the rate another scheduler left), as
+    with ``anneal_epochs=1``.
 
     Args:
       base_lr: :math:`\\eta_0`, the learning rate the annealing starts from.
@@ -1144,8 +1148,6 @@ def swalr(
     _check_swa_annealing(anneal_epochs, anneal_strategy)
 
     def formula(t, ops):
-        if anneal_epochs == 0:  # torch's class starts at swa_lr: its first step counts as 1
-            t = ops.maximum(1, t)
         alpha = _swa_alpha(t, anneal_epochs, anneal_strategy, ops)
         return swa_lr * alpha + base_lr * (1 - alpha)
 

@@ -157,7 +157,11 @@ def _describe_mismatch(
     expected_leaves, expected_def = jax.tree_util.tree_flatten_with_path(expected, is_leaf)
     given_leaves, given_def = jax.tree_util.tree_flatten_with_path(given, is_leaf)
     if expected_def != given_def:
-        return f"{what} is structured as {given_def}, the averaged model as {expected_def}"
+        paths = [{jax.tree_util.keystr(path) for path, _ in leaves}
+                 for leaves in (expected_leaves, given_leaves)]
+        differing = sorted(paths[0] ^ paths[1])
+        where = f" (first leaf in one only: {what}{differing[0]})" if differing else ""
+        return f"{what} is not structured as the averaged model{where}"
     for (path, old), (_, new) in zip(expected_leaves, given_leaves):
         if jnp.shape(old) != jnp.shape(new):
             return (
@@ -271,7 +275,8 @@ class AveragedModel:
             )
         averaged, synced = self._variables(self.module)
         current, current_synced = self._variables(model)
-        mismatch = _describe_mismatch("model", (averaged, synced), (current, current_synced))
+        mismatch = _describe_mismatch("model", averaged, current) or _describe_mismatch(
+            "model", synced, current_synced)
         if mismatch is not None:
             raise ValueError(mismatch)
         current, current_synced = jax.tree.leaves(current), jax.tree.leaves(current_synced)
@@ -293,7 +298,7 @@ class AveragedModel:
             return self.module
         from flax import nnx
 
-        return nnx.state(self.module, nnx.Not(nnx.RngState)).to_pure_dict()
+        return nnx.to_pure_dict(nnx.state(self.module, nnx.Not(nnx.RngState)))
 
     def state_dict(self) -> dict[str, Any]:
         """The averaged model's state: ``{'module': ..., 'n_averaged': ...}``.
@@ -335,7 +340,7 @@ class AveragedModel:
             from flax import nnx
 
             state = nnx.state(self.module, nnx.Not(nnx.RngState))
-            state.replace_by_pure_dict(loaded)
+            nnx.replace_by_pure_dict(state, loaded)
             nnx.update(self.module, state)
         else:
             self.module = loaded
@@ -446,7 +451,9 @@ def _bn_batch(graphdef: Any, stat_paths: frozenset, stats: Any, params: Any, oth
     the average of ``count`` batches (their momentum is 0, so the pass leaves the batch's)."""
     from flax import nnx
 
-    module = nnx.merge(graphdef, stats, params, others)
+    # A copy: merged variables would otherwise be ``stats``' own, and the pass would overwrite
+    # the average so far.
+    module = nnx.merge(graphdef, stats, params, others, copy=True)
     module(x)
     _, batch_stats, _, others = nnx.split(
         module, lambda path, _: path in stat_paths, nnx.Param, ...)
