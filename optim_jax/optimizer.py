@@ -191,7 +191,9 @@ class Optimizer:
             )
         self.defaults = dict(defaults)
         self._transform_args = tuple(inspect.signature(type(self).transform).parameters)
-        self._build({k: v for k, v in self.defaults.items() if v is not required})
+        given = {k: v for k, v in self.defaults.items() if v is not required}
+        self._check_option_types(given, missing_ok=True)
+        self._build(given)
         self.param_groups: list[dict[str, Any]] = []
         self._states: list[Any] = []
         self._structures: list[Any] = []
@@ -364,7 +366,9 @@ class Optimizer:
         if self._grad is not None:
             self._grad.append(None)
 
-    def _check_option_types(self, group: Mapping[str, Any], index: int | None = None) -> None:
+    def _check_option_types(
+        self, group: Mapping[str, Any], index: int | None = None, missing_ok: bool = False
+    ) -> None:
         """A ``TypeError`` naming the option for a value of the wrong kind.
 
         An option whose default is a number takes a number, a 0-d or one-element array, or a
@@ -378,7 +382,7 @@ class Optimizer:
         defaults = inspect.signature(type(self).transform).parameters
         for name in self._transform_args:
             if name not in group:
-                if name in self.defaults:
+                if name in self.defaults and not missing_ok:
                     raise KeyError(f"{label(name)}: the group has no value for {name!r}")
                 continue
             value, default = group[name], defaults[name].default

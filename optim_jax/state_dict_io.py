@@ -10,11 +10,13 @@ What a torch checkpoint may leave out, and how it is read:
   * a parameter with no entry (it never had a gradient, or the dict was saved before the first
     step): its state starts fresh, as torch's would;
   * ``step`` next to a ``momentum_buffer`` (torch's SGD and Muon keep no step count): the buffer
-    exists, so a step was taken; optim_jax's ``step`` is then 1, which is all it is used for.
+    exists, so a step was taken; optim_jax's ``step`` is then 1, which is all it is used for;
+  * a field optim_jax keeps as an empty placeholder (Adafactor's factors of a vector).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import jax
@@ -92,11 +94,13 @@ def restore_options(saved: Mapping[str, Any], group: Mapping[str, Any]) -> dict[
     return options
 
 
-def _saved_value(name: str, entry: Mapping[str, Any], i: int) -> Any:
+def _saved_value(name: str, entry: Mapping[str, Any], i: int, expected: Any) -> Any:
     if entry.get(name) is not None:
         return entry[name]
     if name == "step" and entry.get("momentum_buffer") is not None:
         return 1  # torch's SGD and Muon keep no count: a buffer means a step was taken
+    if np.size(expected) == 0:
+        return expected  # a placeholder torch does not keep (Adafactor's unused factors)
     raise ValueError(f"loaded state for parameter {i} has no '{name}'")
 
 
@@ -115,7 +119,7 @@ def gather_field(
         if not entry:  # never stepped: fresh, as torch starts it
             values.append(expected if per_param else None)
             continue
-        value = jnp.asarray(_saved_value(name, entry, i))
+        value = jnp.asarray(_saved_value(name, entry, i, expected))
         if value.shape != expected.shape:
             raise ValueError(
                 f"loaded '{name}' for parameter {i} has shape {value.shape}, expected "
@@ -135,6 +139,16 @@ def gather_field(
     present = [v for v in values if v is not None]
     if not present:
         return template
+    if name == "step" and len(present) < len(values) and np.asarray(present[0]) > 0:
+        missing = [i for i, v in zip(indices, values) if v is None]
+        warnings.warn(
+            f"loaded state has no entry for parameters {missing} (they never had a gradient) "
+            f"while others of their group have taken {int(np.asarray(present[0]))} steps; "
+            "optim_jax keeps one step count per group, so these start with fresh moments but "
+            "the group's count (torch would count their steps from 1)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     if any(not np.array_equal(present[0], v) for v in present[1:]):
         raise ValueError(
             f"loaded '{name}' differs between parameters of one group; optim_jax keeps one "
