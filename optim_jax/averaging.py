@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from optim_jax import numerics
 from optim_jax.base import PyTree
+from optim_jax.sharding import place_state
 
 __all__ = [
     "AveragingState",
@@ -126,7 +127,14 @@ def ema_average(average: PyTree, params: PyTree, decay: Any) -> PyTree:
 
 
 def check_decay(decay: float) -> None:
-    """Raises torch's ``ValueError`` for an EMA decay outside [0, 1]."""
+    """Raises torch's ``ValueError`` for an EMA decay outside [0, 1].
+
+    Args:
+      decay: the decay to check.
+
+    Raises:
+      ValueError: torch's message, if ``decay`` is outside [0, 1].
+    """
     if decay < 0.0 or decay > 1.0:
         raise ValueError(
             f"Invalid decay value {decay} provided. Please provide a value in [0,1] range."
@@ -150,8 +158,10 @@ def weight_averaging(average_fn: AverageFn) -> WeightAveraging:
     """
 
     def init(params: PyTree) -> AveragingState:
-        # A copy, so that donating the state to a jitted update never deletes the params.
-        return AveragingState(jax.device_put(params, may_alias=False), jnp.zeros([], jnp.int32))
+        # A copy, so that donating the state to a jitted update never deletes the params; the
+        # count on the params' devices, so that the first update compiles what the later run.
+        state = AveragingState(jax.device_put(params, may_alias=False), jnp.zeros([], jnp.int32))
+        return place_state(state, params)
 
     def update(params: PyTree, state: AveragingState) -> AveragingState:
         averaged = average_fn(state.average, params, state.count)

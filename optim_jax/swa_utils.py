@@ -35,6 +35,7 @@ from optim_jax import averaging, nnx_params, schedules
 from optim_jax.base import PyTree
 from optim_jax.lr_scheduler import LRScheduler
 from optim_jax.optimizer import Optimizer
+from optim_jax.sharding import place_state
 
 __all__ = [
     "AveragedModel",
@@ -150,12 +151,10 @@ def _nnx_filters(use_buffers: bool) -> tuple[Any, Any]:
     return nnx.Param, buffers
 
 
-def _describe_mismatch(
-    what: str, expected: PyTree, given: PyTree, is_leaf: Callable | None = None
-) -> str | None:
+def _describe_mismatch(what: str, expected: PyTree, given: PyTree) -> str | None:
     """Where ``given``'s structure or leaf shapes differ from ``expected``'s, or None."""
-    expected_leaves, expected_def = jax.tree_util.tree_flatten_with_path(expected, is_leaf)
-    given_leaves, given_def = jax.tree_util.tree_flatten_with_path(given, is_leaf)
+    expected_leaves, expected_def = jax.tree_util.tree_flatten_with_path(expected)
+    given_leaves, given_def = jax.tree_util.tree_flatten_with_path(given)
     if expected_def != given_def:
         paths = [{jax.tree_util.keystr(path) for path, _ in leaves}
                  for leaves in (expected_leaves, given_leaves)]
@@ -226,15 +225,18 @@ class AveragedModel:
         self.use_buffers = use_buffers
         self.device = device
         self._is_module = nnx_params.is_module(model)
-        if self._is_module:
-            graphdef, state = nnx_params.split(model)
-            self.module = nnx_params.merge(graphdef, jax.device_put(state, device, may_alias=False))
-        else:
-            self.module = jax.device_put(model, device, may_alias=False)
-        self.n_averaged = jnp.zeros([], jnp.int32)
+        graphdef, state = nnx_params.split(model) if self._is_module else (None, model)
+        # A copy committed to the model's devices (or to ``device``), the count beside it: the
+        # first update then compiles the program the later ones reuse.
+        state = jax.device_put(state)  # NumPy leaves to arrays; arrays unchanged
+        placement = jax.tree.map(lambda x: x.sharding, state) if device is None else device
+        state = jax.device_put(state, placement, may_alias=False)
+        self.module = nnx_params.merge(graphdef, state) if self._is_module else state
+        self.n_averaged = place_state(jnp.zeros([], jnp.int32), state)
         averager = averaging.weight_averaging(_average_fn(avg_fn, multi_avg_fn))
 
         def update(state, synced, current, current_synced):
+            del synced  # the old copies, donated so that their buffers take the new ones
             # Copies, not the model's own arrays: the next update donates them.
             return averager.update(current, state), jax.device_put(current_synced, may_alias=False)
 
@@ -307,13 +309,16 @@ class AveragedModel:
         values (params and batch statistics; not RNG state). The arrays are copies, valid after
         later updates; the dict serialises with ``flax.serialization`` (msgpack) and orbax. As in
         torch, ``avg_fn`` and ``multi_avg_fn`` are not saved.
+
+        Returns:
+          The dict, of arrays and nested dicts (or the pytree's containers).
         """
         return jax.device_put(
             {"module": self._checkpointed(), "n_averaged": self.n_averaged}, may_alias=False
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores the average and the count from a :meth:`state_dict`.
+        """Restores the average and the count from ``state_dict``, a :meth:`state_dict` output.
 
         The values are copied onto the current arrays' placements and dtypes; ``state_dict``
         stays valid.
@@ -344,7 +349,7 @@ class AveragedModel:
             nnx.update(self.module, state)
         else:
             self.module = loaded
-        self.n_averaged = jnp.asarray(state_dict["n_averaged"], jnp.int32)
+        self.n_averaged = place_state(jnp.asarray(state_dict["n_averaged"], jnp.int32), values)
 
 
 class SWALR(LRScheduler):
@@ -402,7 +407,11 @@ class SWALR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        """The next rates (use :meth:`get_last_lr` to read the current ones)."""
+        """The next rates (use :meth:`get_last_lr` to read the current ones).
+
+        Returns:
+          One learning rate per param group.
+        """
         if not self._get_lr_called_within_step:
             warnings.warn("To get the last learning rate computed by the scheduler, please use "
                           "`get_last_lr()`.", UserWarning, stacklevel=2)
@@ -421,8 +430,12 @@ class SWALR(LRScheduler):
         return lrs
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state, torch's keys: every attribute but the optimizer and the
-        annealing function."""
+        """The scheduler's state: every attribute but the optimizer and the annealing function.
+
+        Returns:
+          A dict with torch's keys, e.g. ``'anneal_epochs'``, ``'_anneal_strategy'``,
+          ``'last_epoch'``, ``'_last_lr'``.
+        """
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_annealing")}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
