@@ -31,6 +31,7 @@ from optim_jax.base import (
     with_extra_args_support,
 )
 from optim_jax.combine import PartitionState, chain, partition, view_as_real
+from optim_jax.hooks import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
 from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
 from optim_jax.muon import (
@@ -126,6 +127,8 @@ __all__ = [
     "RMSpropState",
     "Rprop",
     "rprop",
+    "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook",
     "RpropState",
     "scale_by_adadelta",
     "scale_by_adafactor",

@@ -41,14 +41,27 @@ _global_step_post_hooks: OrderedDict = OrderedDict()
 
 
 def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
-    """Registers ``hook(optimizer, args, kwargs)`` before every optimizer's step (torch's global
-    hook); it may return new ``(args, kwargs)``. Runs before the optimizer's own pre-hooks."""
+    """Registers a hook run before every optimizer's step, as torch's global one.
+
+    Args:
+      hook: called as ``hook(optimizer, args, kwargs)`` before the optimizer's own pre-hooks;
+        it may return new ``(args, kwargs)``.
+
+    Returns:
+      A handle whose ``remove()`` unregisters it.
+    """
     return register(_global_step_pre_hooks, hook)
 
 
 def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
-    """Registers ``hook(optimizer, args, kwargs)`` after every optimizer's step (torch's global
-    hook). Runs before the optimizer's own post-hooks."""
+    """Registers a hook run after every optimizer's step, as torch's global one.
+
+    Args:
+      hook: called as ``hook(optimizer, args, kwargs)`` before the optimizer's own post-hooks.
+
+    Returns:
+      A handle whose ``remove()`` unregisters it.
+    """
     return register(_global_step_post_hooks, hook)
 
 

@@ -478,8 +478,11 @@ class Optimizer:
 
     @property
     def grad(self) -> PyTree | None:
-        """The accumulated gradient in the params' layout: ``None`` after ``zero_grad``, and
-        ``None`` in place of a parameter that has none (torch's ``p.grad is None``)."""
+        """The accumulated gradient in the params' layout (``None`` after ``zero_grad``).
+
+        A parameter that has no gradient shows ``None`` (torch's ``p.grad is None``); assigning
+        ``None`` there makes ``step()`` skip that parameter, as torch does.
+        """
         if self._grad is None:
             return None
         trees = [
@@ -798,27 +801,57 @@ class Optimizer:
     def register_state_dict_pre_hook(
         self, hook: Callable, prepend: bool = False
     ) -> hooks.RemovableHandle:
-        """Registers ``hook(optimizer)``, called before ``state_dict()`` builds the dict."""
+        """Registers a hook called before ``state_dict()`` builds the dict, as torch's.
+
+        Args:
+          hook: called as ``hook(optimizer)``.
+          prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+          A handle whose ``remove()`` unregisters it.
+        """
         return hooks.register(self._hooks["state_dict_pre"], hook, prepend)
 
     def register_state_dict_post_hook(
         self, hook: Callable, prepend: bool = False
     ) -> hooks.RemovableHandle:
-        """Registers ``hook(optimizer, state_dict)``, called on the built dict; it may return a
-        replacement."""
+        """Registers a hook called on the dict ``state_dict()`` built, as torch's.
+
+        Args:
+          hook: called as ``hook(optimizer, state_dict)``; a dict it returns replaces it.
+          prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+          A handle whose ``remove()`` unregisters it.
+        """
         return hooks.register(self._hooks["state_dict_post"], hook, prepend)
 
     def register_load_state_dict_pre_hook(
         self, hook: Callable, prepend: bool = False
     ) -> hooks.RemovableHandle:
-        """Registers ``hook(optimizer, state_dict)``, called before ``load_state_dict`` reads the
-        dict; it may return a replacement."""
+        """Registers a hook called before ``load_state_dict`` reads the dict, as torch's.
+
+        Args:
+          hook: called as ``hook(optimizer, state_dict)``; a dict it returns is loaded instead.
+          prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+          A handle whose ``remove()`` unregisters it.
+        """
         return hooks.register(self._hooks["load_state_dict_pre"], hook, prepend)
 
     def register_load_state_dict_post_hook(
         self, hook: Callable, prepend: bool = False
     ) -> hooks.RemovableHandle:
-        """Registers ``hook(optimizer)``, called after ``load_state_dict`` has loaded."""
+        """Registers a hook called after ``load_state_dict`` has loaded, as torch's.
+
+        Args:
+          hook: called as ``hook(optimizer)``.
+          prepend: run it before the hooks already registered instead of after them.
+
+        Returns:
+          A handle whose ``remove()`` unregisters it.
+        """
         return hooks.register(self._hooks["load_state_dict_post"], hook, prepend)
 
     # -- state ----------------------------------------------------------------------------
@@ -836,17 +869,13 @@ class Optimizer:
 
         Arrays are copies: the dict stays valid after later (donating) steps. Each group lists
         ``param_names``: the names given as ``(name, array)`` pairs, or the leaves' key paths.
-        As in torch, a group that has not stepped yet lists no state.
+        Unlike torch's, it lists every parameter's state from the start (fresh before the first
+        step), so a new optimizer's dict is a restore target for a checkpoint (orbax).
         """
         for hook in list(self._hooks["state_dict_pre"].values()):
             hook(self)
         self._adopt_appended_groups()
-        trees = self._group_params()
-        stepped = [
-            state_dict_io.has_stepped(state, jax.tree.structure(tree))
-            for tree, state in zip(trees, self._states)
-        ]
-        entries = state_dict_io.per_param_entries(trees, self._states, stepped)
+        entries = self._per_param_state()
         state = {
             index: {name: jnp.array(value, copy=True) for name, value in entry.items()}
             for index, entry in entries.items()

@@ -46,17 +46,11 @@ def field_leaf(value: Any, treedef: Any, i: int) -> Any:
     return value if np.ndim(value) == 0 or i == 0 else None
 
 
-def per_param_entries(
-    trees: list, states: list, listed_groups: list[bool] | None = None
-) -> dict[int, dict[str, Any]]:
-    """torch's ``state``: ``{index: {name: array}}`` over every group's parameters (of the
-    groups ``listed_groups`` marks, if given; the others' indices are skipped)."""
+def per_param_entries(trees: list, states: list) -> dict[int, dict[str, Any]]:
+    """torch's ``state``: ``{index: {name: array}}`` over every group's parameters."""
     entries, index = {}, 0
-    for g, (params, state) in enumerate(zip(trees, states)):
+    for params, state in zip(trees, states):
         treedef = jax.tree.structure(params)
-        if listed_groups is not None and not listed_groups[g]:
-            index += treedef.num_leaves
-            continue
         fields = collect_fields(state, treedef)
         for i in range(treedef.num_leaves):
             entry = {name: field_leaf(value, treedef, i) for name, value in fields}
@@ -65,16 +59,6 @@ def per_param_entries(
                 entries[index + i] = entry
         index += treedef.num_leaves
     return entries
-
-
-def has_stepped(state: Any, treedef: Any) -> bool:
-    """Whether a group's state has taken a step: torch lists no state before the first one.
-
-    A state with a ``step`` count has stepped once it is above 0; one without (L-BFGS) is
-    always listed.
-    """
-    steps = [value for name, value in collect_fields(state, treedef) if name == "step"]
-    return not steps or bool(np.asarray(steps[0]) > 0)
 
 
 def restore_options(saved: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:

@@ -117,15 +117,18 @@ def train_stateful(opt: optim_jax.Adam, mesh: Mesh, steps: range) -> None:
 opt = optim_jax.Adam(laid_out(saved_mesh), lr=1e-2)
 train_stateful(opt, saved_mesh, range(BEFORE))
 opt.param_groups[0]["lr"] = SCHEDULED_LR
-checkpointer.save(CHECKPOINTS / "stateful", {"params": opt.params, "optimizer": opt.state_dict()})
-checkpointer.wait_until_finished()
+# The state_dict holds strings (param_names): orbax's PyTree handler saves them, Standard's not.
+stateful_checkpointer = ocp.PyTreeCheckpointer()
+stateful_checkpointer.save(CHECKPOINTS / "stateful", {"params": opt.params, "optimizer": opt.state_dict()})
 train_stateful(opt, saved_mesh, range(BEFORE, BEFORE + AFTER))
 
 # A new job: an optimizer over params laid out on the new mesh is the restore target, so the
 # checkpoint comes back in that layout; the values it was built with are all replaced.
 template = optim_jax.Adam(laid_out(new_mesh), lr=1e-2)
 target = {"params": template.params, "optimizer": template.state_dict()}
-restored = checkpointer.restore(CHECKPOINTS / "stateful", target)
+restored = stateful_checkpointer.restore(
+    CHECKPOINTS / "stateful", item=target,
+    restore_args=ocp.checkpoint_utils.construct_restore_args(target))
 resumed = optim_jax.Adam(restored["params"], lr=1e-2)
 resumed.load_state_dict(restored["optimizer"])
 loaded_on_new_mesh = on_mesh(resumed.state_dict()["state"], new_mesh)
@@ -143,8 +146,8 @@ findings["stateful"] = {
 # -- restoring without a target: orbax brings the arrays back in the layout they were saved in,
 # and load_state_dict is left to put the state where the params are, as torch's moves loaded
 # state to its parameter's device.
-as_saved = checkpointer.restore(CHECKPOINTS / "stateful")
-resumed = optim_jax.Adam(checkpointer.restore(CHECKPOINTS / "stateful", target)["params"], lr=1e-2)
+as_saved = stateful_checkpointer.restore(CHECKPOINTS / "stateful")
+resumed = optim_jax.Adam(restored["params"], lr=1e-2)
 findings["saved_layout"] = {"restored_on_saved_mesh": on_mesh(
     (as_saved["params"], as_saved["optimizer"]["state"]), saved_mesh)}
 try:
