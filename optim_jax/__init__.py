@@ -31,7 +31,7 @@ from optim_jax.base import (
     with_extra_args_support,
 )
 from optim_jax.combine import PartitionState, chain, partition, view_as_real
-from optim_jax.hooks import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from optim_jax.stateful.hooks import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
 from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
 from optim_jax.muon import (
@@ -43,7 +43,8 @@ from optim_jax.muon import (
     zeropower_via_newtonschulz,
 )
 from optim_jax.nadam import NAdam, NAdamState, nadam, scale_by_nadam
-from optim_jax.optimizer import Optimizer, labelled, required
+from optim_jax.stateful.layout import labelled
+from optim_jax.stateful.optimizer import Optimizer, required
 from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
 from optim_jax.rmsprop import RMSprop, RMSpropState, rmsprop, scale_by_rms
 from optim_jax.rprop import Rprop, RpropState, rprop, scale_by_rprop

@@ -15,7 +15,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.numerics import is_static_zero
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 
 def norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:

@@ -14,7 +14,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 
 class AdagradState(NamedTuple):
@@ -141,7 +141,5 @@ class Adagrad(Optimizer):
     transform = staticmethod(adagrad)
     static_zeros = ("weight_decay",)
 
-    def _init_state(self, group, structure):
-        # torch.optim.Adagrad fills `sum` from self.defaults, whatever the group says.
-        initial = {"initial_accumulator_value": self.defaults["initial_accumulator_value"]}
-        return super()._init_state({**group, **initial}, structure)
+    # torch.optim.Adagrad fills `sum` from the constructor's value, whatever the group says.
+    init_from_defaults = ("initial_accumulator_value",)

@@ -14,7 +14,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 
 class AdamaxState(NamedTuple):

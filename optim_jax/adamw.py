@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optim_jax.adam import adam
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 
 def adamw(

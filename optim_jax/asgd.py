@@ -13,7 +13,7 @@ from optim_jax.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
 )
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 # torch keeps eta and mu in tensors of its default dtype (float32) whatever the params' dtype,
 # and reads them back from there: float64 params then step with float32-rounded etas.

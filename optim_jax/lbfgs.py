@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from optim_jax import numerics, validation
 from optim_jax.base import GradientTransformationExtraArgs, Params
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 from optim_jax.sharding import place_state
 
 _C1, _C2 = 1e-4, 0.9  # strong-Wolfe constants, as torch
@@ -594,24 +594,8 @@ class LBFGS(Optimizer):
     def _step(self, closure, args, kwargs):
         if closure is None:
             raise RuntimeError("LBFGS.step needs a closure: opt.step(closure, *args)")
-        structures, vector = self._prepare()
-        key, arrays, objective, modules = self._split_closure(closure, args, kwargs)
-
-        def run(group_params, states, vector, arrays):
-            options, _ = self._options_for(structures[0], vector, 0)
-            loss, params, state = lbfgs_step(
-                lambda p: objective([p], arrays)[0], group_params[0], states[0], **options
-            )
-            return loss, [params], [state]
-
-        compiled = self._compile(("lbfgs", structures, key), run, (0, 1))
-        loss, new_params, self._states = compiled(
-            self._group_params(), self._states, vector, arrays
-        )
-        self.param_groups[0]["params"] = new_params[0]
-        self._write_back(key, modules, [])  # the many evaluations' other changes are dropped
-        self._grad = None
-        if bool(self._states[0].nonfinite):
+        loss = super()._step(closure, args, kwargs)
+        if bool(self._records[0].state.nonfinite):
             warnings.warn(
                 "LBFGS: the closure returned a non-finite loss or gradient; the step stopped "
                 "before that move, params hold the last finite point",
@@ -619,3 +603,18 @@ class LBFGS(Optimizer):
                 stacklevel=3,
             )
         return loss
+
+    def _closure_program(self, objective, structures):
+        """torch's whole step, every closure evaluation included, as the compiled body; the
+        evaluations' changes to nnx variables other than params are not kept."""
+
+        evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
+
+        def run(trees, states, vector, arrays):
+            options, _ = self._options.options_for(structures[0], vector, 0)
+            loss, params, state = lbfgs_step(
+                lambda p: evaluate([p], arrays)[0], trees[0], states[0], **options
+            )
+            return loss, {}, [params], [state]
+
+        return run

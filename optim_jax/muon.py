@@ -29,7 +29,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import chain
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 EPS = 1e-7
 DEFAULT_A = 3.4445

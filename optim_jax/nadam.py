@@ -14,7 +14,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 # torch keeps mu_product in a tensor of its default dtype (float32) whatever the params' dtype
 # and multiplies it there, so its rounding is part of torch's float64 trajectories too.

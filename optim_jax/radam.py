@@ -16,7 +16,7 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 # B_2k / (2k)!, k = 1..7: y / expm1(y) = 1 - y/2 + sum_k B_2k y^2k / (2k)!.
 _BERNOULLI_TERMS = tuple(

@@ -15,7 +15,7 @@ from optim_jax.base import (
 )
 from optim_jax.combine import chain, view_as_real
 from optim_jax.numerics import is_static_zero
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 
 class RMSpropState(NamedTuple):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule, identity
 from optim_jax.numerics import is_static_zero
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 
 
 def sgd(

@@ -174,7 +174,5 @@ def ZeroRedundancyOptimizer(  # noqa: N802  (torch's class name; returns the wra
     if mesh is None:
         raise ValueError("ZeroRedundancyOptimizer needs params laid out over a mesh (a "
                          "NamedSharding) or mesh=...")
-    optimizer = optimizer_class.__new__(optimizer_class)
-    optimizer._state_layout = functools.partial(zero_redundancy, mesh=mesh, axis=axis)
-    optimizer.__init__(params, **defaults)
-    return optimizer
+    layout = functools.partial(zero_redundancy, mesh=mesh, axis=axis)
+    return optimizer_class(params, state_layout=layout, **defaults)

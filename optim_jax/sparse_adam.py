@@ -19,7 +19,7 @@ from optim_jax.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
 )
-from optim_jax.optimizer import Optimizer
+from optim_jax.stateful.optimizer import Optimizer
 from optim_jax.transform import AdamState
 
 

@@ -7,18 +7,27 @@ at every step; its value was checked when the optimiser was built.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-import threading
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 
 
+class Unchecked(np.ndarray):
+    """A 0-d hyperparameter value the checks pass over: what the stateful classes hand their
+    factories once a value was checked when first given, or taken as saved or as a scheduler
+    left it (torch's LinearLR can end a rounding below 0; torch checks only at construction)."""
+
+
+def unchecked(value: Any, dtype: Any) -> Unchecked:
+    """``value`` as a 0-d :class:`Unchecked` array of ``dtype``."""
+    return np.asarray(value, dtype).view(Unchecked)
+
+
 def concrete(value: Any) -> float | None:
-    """The value as a Python float if it is a concrete real scalar, else ``None``."""
-    if isinstance(value, bool):
+    """The value as a Python float if it is a concrete real scalar to check, else ``None``."""
+    if isinstance(value, (bool, Unchecked)):
         return None
     if isinstance(value, numbers.Real):
         return float(value)
@@ -30,19 +39,14 @@ def concrete(value: Any) -> float | None:
     return None
 
 
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def suspended() -> Iterator[None]:
-    """Skips the checks inside: values restored from a checkpoint, or left by a scheduler (torch's
-    LinearLR can end a rounding below 0), are taken as they are, as torch takes them."""
-    previous = getattr(_state, "suspended", False)
-    _state.suspended = True
-    try:
-        yield
-    finally:
-        _state.suspended = previous
+def is_numeric(value: Any) -> bool:
+    """Whether ``value`` is a numeric hyperparameter: a real number or array, or a non-empty
+    tuple or list of them (``betas``); booleans are options, not numbers."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array)):
+        return True
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(map(is_numeric, value))
 
 
 def check_type(value: Any, message: str) -> None:
@@ -62,19 +66,24 @@ def check_type(value: Any, message: str) -> None:
 
 
 def require(ok, value: Any, message: str) -> None:
-    """Raises ``TypeError`` for a value that is not a number (always, see :func:`check_type`),
-    and ``ValueError(message)`` if ``value`` is concrete and ``ok(value)`` is false (unless the
-    checks are :func:`suspended`)."""
+    """Raises ``TypeError`` for a value that is not a number (see :func:`check_type`), and
+    ``ValueError(message)`` if ``value`` is concrete and ``ok(value)`` is false."""
     check_type(value, message)
-    if getattr(_state, "suspended", False):
-        return
     number = concrete(value)
     if number is not None and not ok(number):
         raise ValueError(message)
 
 
+def check_lr_size(lr: Any) -> None:
+    """torch's ``Tensor lr must be 1-element``: an array lr (a tensor lr) holds one value."""
+    if isinstance(lr, (np.ndarray, jax.Array)) and np.size(lr) != 1:
+        raise ValueError("Tensor lr must be 1-element")
+
+
 def check_lr(lr: Any) -> None:
-    """torch's ``Invalid learning rate`` check: ``lr >= 0``."""
+    """torch's learning-rate checks: :func:`check_lr_size`, then ``Invalid learning rate``:
+    ``lr >= 0``."""
+    check_lr_size(lr)
     require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}")
 
 
@@ -103,9 +112,20 @@ def check_betas(betas: Any) -> None:
         )
 
 
+def check_beta_kinds(betas: Any) -> None:
+    """torch's Adam and AdamW rule: the betas are both floats or both tensors (arrays here),
+    each tensor of one element."""
+    arrays = [isinstance(beta, (np.ndarray, jax.Array)) for beta in betas]
+    if any(arrays) and not all(arrays):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for index, beta in enumerate(betas):
+        if arrays[index] and np.size(beta) != 1:
+            raise ValueError(f"Tensor betas[{index}] must be 1-element")
+
+
 def check_nesterov(nesterov: bool, momentum: Any, dampening: Any) -> None:
     """Nesterov momentum needs ``momentum > 0`` and ``dampening == 0``, as torch's SGD checks."""
-    if not nesterov or getattr(_state, "suspended", False):
+    if not nesterov:
         return
     m, d = concrete(momentum), concrete(dampening)
     if (m is not None and m <= 0) or (d is not None and d != 0):

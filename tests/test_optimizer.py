@@ -347,7 +347,7 @@ def test_construction_errors(build, message):
 
 
 def snapshot(opt):
-    return (jax.tree.map(np.array, opt.params), jax.tree.map(np.array, opt._states),
+    return (jax.tree.map(np.array, opt.params), jax.tree.map(np.array, opt._states()),
             [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups])
 
 
@@ -431,11 +431,11 @@ def test_compiled_step_does_not_keep_the_first_batch_alive():
 
 
 def test_only_globals_the_closure_loads_become_arguments():
-    from optim_jax import functionalize
+    from optim_jax.stateful import functionalize
 
     namespace = {"T": jnp.ones(2), "w": jnp.ones((2, 2))}
     exec("def closure(p):\n    return (p.T @ w).sum()\n", namespace)
-    _, arrays, _ = functionalize.split_call(namespace["closure"], (), {})
+    _, arrays, _, _ = functionalize.split_call(namespace["closure"], (), {})
     assert len(arrays) == 1 and arrays[0] is namespace["w"]
 
 

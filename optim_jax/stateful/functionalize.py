@@ -22,26 +22,34 @@ are part of the key.
 
 from __future__ import annotations
 
-import contextlib
 import dis
 import functools
 import sys
-import threading
 import types
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from optim_jax import nnx_params
-from optim_jax.compile_cache import Named
+from optim_jax.stateful import nnx_bridge
+from optim_jax.stateful.compile_cache import Named
 
 _MAX_DEPTH = 8
 
-# Per thread: ``found``, the nnx Modules met while splitting (host objects); ``copies``, their
-# rebuilt copies while a rebuild runs; ``rebuilt``, where rebuilt_modules() collects those
-# copies (what a closure changes in a copy is written back to the module).
-_modules = threading.local()
+
+class _Found(NamedTuple):
+    """What splitting collects: the arrays to pass to the compiled step, and the nnx Modules
+    met (host objects), which are split together after the walk."""
+
+    arrays: list
+    modules: list
+
+
+class _Traced(NamedTuple):
+    """What a rebuild reads: the traced arrays, and the rebuilt copies of the modules."""
+
+    arrays: Any
+    copies: Any
 
 
 def is_array(x: Any) -> bool:
@@ -97,31 +105,31 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
 
 
 def _split_value(
-    value: Any, arrays: list, depth: int, numbers: bool = False
+    value: Any, found: _Found, depth: int, numbers: bool = False
 ) -> tuple[Any, Callable]:
-    """Static key and rebuild function for one captured value; its arrays go to ``arrays``.
+    """Static key and rebuild function for one captured value; its arrays go to ``found``.
 
     With ``numbers``, Python numbers inside ``value`` go to ``arrays`` too (explicit step
     arguments); otherwise they are part of the key (captures).
     """
     if _traced(value, numbers):
-        index = len(arrays)
-        arrays.append(value)
-        return _ARRAY, lambda traced: traced[index]
+        index = len(found.arrays)
+        found.arrays.append(value)
+        return _ARRAY, lambda traced: traced.arrays[index]
     if type(value) in _SCALARS:
         return (type(value), value), lambda traced: value
     if isinstance(value, (types.FunctionType, functools.partial)) and depth < _MAX_DEPTH:
-        return _split(value, arrays, depth + 1)
-    if nnx_params.is_module(value):
-        return _split_module(value)
+        return _split(value, found, depth + 1)
+    if nnx_bridge.is_module(value):
+        return _split_module(value, found)
     # Modules stop the flattening (split_call splits them together); with none inside, the
     # leaves are the plain flattening's, so one pass serves both cases.
     modules_loaded = "flax.nnx" in sys.modules
     leaves, treedef = jax.tree.flatten(
-        value, is_leaf=nnx_params.is_module if modules_loaded else None
+        value, is_leaf=nnx_bridge.is_module if modules_loaded else None
     )
-    if modules_loaded and any(map(nnx_params.is_module, leaves)):
-        parts = [_split_value(v, arrays, depth, numbers) for v in leaves]
+    if modules_loaded and any(map(nnx_bridge.is_module, leaves)):
+        parts = [_split_value(v, found, depth, numbers) for v in leaves]
         key = ("modules", treedef, tuple(k for k, _ in parts))
         return key, lambda traced: treedef.unflatten([r(traced) for _, r in parts])
     positions = [i for i, leaf in enumerate(leaves) if _traced(leaf, numbers)]
@@ -129,32 +137,32 @@ def _split_value(
     key = (treedef, tuple(_static(s) for s in statics))
     if not positions:
         return key, lambda traced: value
-    start = len(arrays)
-    arrays.extend(leaves[i] for i in positions)
+    start = len(found.arrays)
+    found.arrays.extend(leaves[i] for i in positions)
 
     def rebuild(traced):
         filled = list(statics)
         for offset, i in enumerate(positions):
-            filled[i] = traced[start + offset]
+            filled[i] = traced.arrays[start + offset]
         return treedef.unflatten(filled)
 
     return key, rebuild
 
 
-def _split_module(module: Any) -> tuple[Any, Callable]:
+def _split_module(module: Any, found: _Found) -> tuple[Any, Callable]:
     """A placeholder for an nnx Module: :func:`split_call` splits all the modules it meets
     together, so that what they share (a submodule, an ``nnx.Rngs``) is shared by their
     rebuilt copies too, and each rebuild hands out the copy at the module's position."""
-    found = _modules.found
-    index = next((i for i, m in enumerate(found) if m is module), len(found))
-    if index == len(found):
-        found.append(module)
-    return ("module", index), lambda traced: _modules.copies[index]
+    modules = found.modules
+    index = next((i for i, m in enumerate(modules) if m is module), len(modules))
+    if index == len(modules):
+        modules.append(module)
+    return ("module", index), lambda traced: traced.copies[index]
 
 
 def _holds_module(value: Any) -> bool:
     return "flax.nnx" in sys.modules and any(
-        map(nnx_params.is_module, jax.tree.leaves(value, is_leaf=nnx_params.is_module))
+        map(nnx_bridge.is_module, jax.tree.leaves(value, is_leaf=nnx_bridge.is_module))
     )
 
 
@@ -172,11 +180,11 @@ def _cell(value: Any) -> types.CellType:
     return types.CellType() if value is _EMPTY else types.CellType(value)
 
 
-def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
+def _split(fn: Any, found: _Found, depth: int) -> tuple[Any, Callable]:
     if isinstance(fn, functools.partial):
-        inner_key, inner = _split_value(fn.func, arrays, depth)
-        args_key, args = _split_value(fn.args, arrays, depth)
-        kwargs_key, kwargs = _split_value(fn.keywords, arrays, depth)
+        inner_key, inner = _split_value(fn.func, found, depth)
+        args_key, args = _split_value(fn.args, found, depth)
+        kwargs_key, kwargs = _split_value(fn.keywords, found, depth)
         key = ("partial", inner_key, args_key, kwargs_key)
         return key, lambda t: functools.partial(inner(t), *args(t), **kwargs(t))
     if not isinstance(fn, types.FunctionType):
@@ -185,10 +193,10 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
     # The rebuild functions below hold the code and the static values only, never ``fn``: a
     # compiled step cached under this key must not keep the first call's arrays alive.
     code, name, module = fn.__code__, fn.__name__, fn.__globals__
-    cells_split = [_split_value(_contents(c), arrays, depth) for c in fn.__closure__ or ()]
+    cells_split = [_split_value(_contents(c), found, depth) for c in fn.__closure__ or ()]
     cell_names = code.co_freevars
-    defaults_key, defaults = _split_value(fn.__defaults__, arrays, depth)
-    kwdefaults_key, kwdefaults = _split_value(fn.__kwdefaults__, arrays, depth)
+    defaults_key, defaults = _split_value(fn.__defaults__, found, depth)
+    kwdefaults_key, kwdefaults = _split_value(fn.__kwdefaults__, found, depth)
     globals_key, traced_globals = [], {}
     for global_name in _global_names(code):
         value = module.get(global_name, _EMPTY)
@@ -199,10 +207,10 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
             # arrays (an nnx Module) is data, split below like any other global.
             globals_key.append(Named(f"global {global_name!r}", _static(value)))
             continue
-        before = len(arrays)
-        value_key, value_rebuild = _split_value(value, arrays, depth)
+        before = len(found.arrays)
+        value_key, value_rebuild = _split_value(value, found, depth)
         globals_key.append(Named(f"global {global_name!r}", value_key))
-        if len(arrays) > before or _holds_module(value):  # a module's arrays may be known
+        if len(found.arrays) > before or _holds_module(value):  # a module's arrays may be known
             traced_globals[global_name] = value_rebuild
     key = (
         code,
@@ -226,11 +234,11 @@ def _split(fn: Any, arrays: list, depth: int) -> tuple[Any, Callable]:
     return key, rebuild
 
 
-def _split_arguments(args: tuple, kwargs: dict, arrays: list) -> tuple[Any, Callable]:
+def _split_arguments(args: tuple, kwargs: dict, found: _Found) -> tuple[Any, Callable]:
     """Explicit arguments: arrays and Python numbers traced (as ``jax.jit`` traces them), other
     values part of the key under their position or keyword."""
-    parts = [_split_value(a, arrays, 0, numbers=True) for a in args]
-    named = [(k, _split_value(v, arrays, 0, numbers=True)) for k, v in kwargs.items()]
+    parts = [_split_value(a, found, 0, numbers=True) for a in args]
+    named = [(k, _split_value(v, found, 0, numbers=True)) for k, v in kwargs.items()]
     key = (
         tuple(Named(f"argument {i + 1}", k) for i, (k, _) in enumerate(parts)),
         tuple(Named(f"keyword {name!r}", k) for name, (k, _) in named),
@@ -243,54 +251,35 @@ def _split_arguments(args: tuple, kwargs: dict, arrays: list) -> tuple[Any, Call
 
 
 def split_call(
-    fn: Callable, args: tuple, kwargs: dict, modules: list | None = None
-) -> tuple[Any, list, Callable[[list], tuple[Callable, tuple, dict]]]:
-    """Splits the call ``fn(params, *args, **kwargs)`` into ``(key, arrays, rebuild)``.
+    fn: Callable, args: tuple, kwargs: dict
+) -> tuple[Any, list, list, Callable[[list], tuple[Callable, tuple, dict, list]]]:
+    """Splits the call ``fn(params, *args, **kwargs)`` into ``(key, arrays, modules, rebuild)``.
 
     Returns:
       key: hashable; equal for two calls of closures made by the same code, with equal
         non-array captures and arguments, whatever their arrays hold.
       arrays: every array captured by ``fn`` or passed in ``args``/``kwargs``, in a fixed order.
-      rebuild: ``rebuild(arrays_or_tracers) -> (fn, args, kwargs)`` equivalent to the originals
-        but reading the given arrays.
-
-    If ``modules`` is a list, the nnx Modules among the captures and arguments are appended to
-    it; :func:`rebuilt_modules` gives their rebuilt copies in the same order.
+      modules: the nnx Modules among the captures and arguments, in a fixed order.
+      rebuild: ``rebuild(arrays_or_tracers) -> (fn, args, kwargs, copies)``: equivalents of the
+        originals reading the given arrays, and the copies of ``modules`` they work on (what a
+        closure changes in a copy is what it would have changed in the module).
     """
-    arrays: list = []
-    found: list = [] if modules is None else modules
-    _modules.found = found
-    try:
-        fn_key, fn_rebuild = _split(fn, arrays, 0)
-        args_key, args_rebuild = _split_arguments(args, kwargs, arrays)
-    finally:
-        del _modules.found
-    if not found:
-        return (fn_key, args_key), arrays, lambda t: (fn_rebuild(t), *args_rebuild(t))
-    graphdef, state = nnx_params.split(tuple(found))
-    state_key, state_rebuild = _split_value(state, arrays, 0)
+    found = _Found([], [])
+    fn_key, fn_rebuild = _split(fn, found, 0)
+    args_key, args_rebuild = _split_arguments(args, kwargs, found)
+    if not found.modules:
 
-    def rebuild(traced):
-        _modules.copies = nnx_params.merge(graphdef, state_rebuild(traced))
-        if getattr(_modules, "rebuilt", None) is not None:
-            _modules.rebuilt[:] = _modules.copies
-        try:
-            return fn_rebuild(traced), *args_rebuild(traced)
-        finally:
-            del _modules.copies
+        def rebuild_plain(arrays):
+            traced = _Traced(arrays, [])
+            return fn_rebuild(traced), *args_rebuild(traced), []
 
-    return (fn_key, args_key, graphdef, state_key), arrays, rebuild
+        return (fn_key, args_key), found.arrays, [], rebuild_plain
+    graphdef, state = nnx_bridge.split(tuple(found.modules))
+    state_key, state_rebuild = _split_value(state, found, 0)
 
+    def rebuild(arrays):
+        copies = nnx_bridge.merge(graphdef, state_rebuild(_Traced(arrays, [])))
+        traced = _Traced(arrays, copies)
+        return fn_rebuild(traced), *args_rebuild(traced), list(copies)
 
-@contextlib.contextmanager
-def rebuilt_modules():
-    """Collects the copies a rebuild makes of the modules :func:`split_call` found.
-
-    Yields a list that, after the rebuild inside the block, holds each module's copy (the
-    objects the rebuilt closure works on) in the order of ``split_call``'s ``modules``.
-    """
-    _modules.rebuilt = []
-    try:
-        yield _modules.rebuilt
-    finally:
-        _modules.rebuilt = None
+    return (fn_key, args_key, graphdef, state_key), found.arrays, found.modules, rebuild

@@ -66,3 +66,27 @@ def set_values(variables: list, tree: PyTree) -> None:
     """
     for variable, value in zip(variables, jax.tree.leaves(tree)):
         variable.set_value(value)
+
+
+def changed_variables(copies: list, inputs: set[int]) -> dict[tuple[int, int], Any]:
+    """The non-param variables a closure changed in the rebuilt ``copies`` of its modules.
+
+    Traced: a variable changed when it no longer holds one of the step's ``inputs`` (ids of the
+    traced arrays). Keyed ``(module, leaf)`` in :func:`others_of` order: the dict's keys are
+    static, so the compiled step returns the values and, with them, where they go.
+    """
+    return {
+        (m, i): leaf
+        for m, copy in enumerate(copies)
+        for i, leaf in enumerate(jax.tree.leaves(others_of(copy)))
+        if isinstance(leaf, jax.Array) and id(leaf) not in inputs
+    }
+
+
+def write_back(modules: list, changed: dict[tuple[int, int], Any]) -> None:
+    """Stores what :func:`changed_variables` found (now concrete) into the modules themselves."""
+    if not changed:
+        return
+    others = [variables_of(others_of(m)) for m in modules]
+    for (m, i), value in changed.items():
+        others[m][i].set_value(value)

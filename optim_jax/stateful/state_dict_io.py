@@ -17,13 +17,13 @@ What a torch checkpoint may leave out, and how it is read:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_jax.state_fields import collect_fields
+from optim_jax.state_fields import collect_fields, replace_fields
 
 
 def listed(value: Any) -> list:
@@ -151,3 +151,82 @@ def check_entries(expected: set[str], indices: list[int], saved_state: Mapping[i
                 f"loaded state for parameter {i} has unexpected entries {sorted(extra)}; "
                 f"expected {sorted(expected)}"
             )
+
+
+class StateView(Mapping):
+    """torch's ``optimizer.state``: per-parameter dicts such as ``{'step', 'exp_avg', ...}``.
+
+    Keyed by the parameter's index (its position in ``state_dict()['param_groups']``), or by the
+    parameter array itself (``opt.state[opt.params['w']]``).
+    """
+
+    def __init__(self, trees: list, states: list):
+        self._entries = per_param_entries(trees, states)
+        self._leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
+
+    def __getitem__(self, key: Any) -> dict:
+        if not isinstance(key, (int, np.integer)):
+            for index, leaf in enumerate(self._leaves):
+                if leaf is key:
+                    return self._entries[index]
+            raise KeyError("this array is not one of the optimizer's current parameters")
+        return self._entries[int(key)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def build(trees: list, states: list, param_groups: list[dict]) -> dict[str, Any]:
+    """torch's ``state_dict`` of the groups: per-parameter state (copies) and the groups'
+    options with parameter indices."""
+    state = {
+        index: {name: jnp.array(value, copy=True) for name, value in entry.items()}
+        for index, entry in per_param_entries(trees, states).items()
+    }
+    groups, index = [], 0
+    for tree, group in zip(trees, param_groups):
+        n = len(jax.tree.leaves(tree))
+        options = {k: list(v) if isinstance(v, list) else v for k, v in group.items() if k != "params"}
+        groups.append({**options, "params": list(range(index, index + n))})
+        index += n
+    return {"state": state, "param_groups": groups}
+
+
+def load(
+    state_dict: Mapping[str, Any], param_groups: list[dict], options: Any, defaults: Mapping
+) -> tuple[list[dict], list, list]:
+    """The groups, states and option structures ``state_dict`` restores, checked against the
+    current ``param_groups`` (counts, names, shapes, dtypes, option kinds) before anything is
+    returned; ``options`` is the optimizer's ``GroupOptions``."""
+    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+        raise ValueError("state_dict must be a dict with 'state' and 'param_groups' keys")
+    saved_groups = listed(state_dict["param_groups"])
+    if len(saved_groups) != len(param_groups):
+        raise ValueError(
+            f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer "
+            f"has {len(param_groups)}"
+        )
+    saved_state = {int(k): v for k, v in dict(state_dict["state"]).items()}
+    groups, states, structures = [], [], []
+    for g, (group, saved) in enumerate(zip(param_groups, saved_groups)):
+        indices = [int(i) for i in listed(saved.get("params", []))]
+        treedef = jax.tree.structure(group["params"])
+        if len(indices) != treedef.num_leaves:
+            raise ValueError(
+                f"loaded state dict's group {g} has {len(indices)} parameters, the "
+                f"optimizer's group {g} has {treedef.num_leaves}"
+            )
+        new_group = {**group, **restore_options(saved, group)}
+        options.check_types(new_group, required=defaults, index=g)
+        structure = options.structure(new_group)
+        template = options.init_state(new_group, structure, group["params"])
+        fields = collect_fields(template, treedef)
+        check_entries({name for name, _ in fields}, indices, saved_state)
+        values = [gather_field(name, value, treedef, indices, saved_state) for name, value in fields]
+        groups.append(new_group)
+        states.append(replace_fields(template, treedef, values))
+        structures.append(structure)
+    return groups, states, structures

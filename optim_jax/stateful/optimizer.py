@@ -1,0 +1,597 @@
+"""The stateful, torch-style face: ``Optimizer`` and its param groups over the pure transforms.
+
+Every ``step`` is one call of a compiled XLA executable that takes all groups' params, states
+and hyperparameters (and, for ``step(closure)``, evaluates the loss and its gradient too).
+Executables are cached by what changes the program: the algorithm's boolean options, the tree
+structures, the closure's code and its non-array captures. Numeric hyperparameters travel as one
+float vector argument, so ``param_groups[i]['lr'] = x`` takes effect without recompiling. The
+exception is a hyperparameter whose zero switches work or state off: ``momentum`` (torch keeps no
+momentum buffer at 0) and ``weight_decay`` (at 0 the step does not read the parameters into the
+gradient, which saves a pass over them). Crossing zero compiles once more (both programs stay
+cached), and the state gains or drops the momentum buffer as torch's would.
+
+Hyperparameters reach the program as arrays of the widest enabled float: float32 unless
+``jax_enable_x64`` is on. ``1 - beta`` then carries beta's float32 rounding (for beta2 = 0.999, a
+relative 1e-5 in the second-moment weight), where torch and the pure transforms built with Python
+floats use float64 host arithmetic; with x64 enabled the classes match those to float64 rounding.
+
+What is copied and what is donated: the constructor copies the arrays it is given (the caller's
+stay valid, holding the initial values), and so does ``load_state_dict``; ``state_dict()``
+returns copies. The optimizer's own params and state are donated to each step: arrays taken from
+``opt.params`` or ``opt.state`` before a step are deleted by it (using one raises
+``RuntimeError: Array has been deleted``); read them again after the step.
+
+The parts: :mod:`~optim_jax.stateful.layout` (the user's params as groups and back),
+:mod:`~optim_jax.stateful.groups` (one group's params), :mod:`~optim_jax.stateful.group_options`
+(options as statics and one vector), :mod:`~optim_jax.stateful.objective` (a closure as a traced
+objective), :mod:`~optim_jax.stateful.nnx_bridge`, :mod:`~optim_jax.stateful.compile_cache`,
+:mod:`~optim_jax.stateful.state_dict_io` and :mod:`~optim_jax.stateful.hooks`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax.base import PyTree, apply_updates
+from optim_jax.state_fields import collect_fields, replace_fields
+from optim_jax.stateful import groups as group_params, hooks, layout, nnx_bridge, state_dict_io
+from optim_jax.stateful.compile_cache import CompileCache
+from optim_jax.stateful.group_options import GroupOptions, fingerprint
+from optim_jax.stateful.groups import GroupRecord, committed
+from optim_jax.stateful.objective import Objective, split_closure
+from optim_jax.stateful.ties import Ties
+
+_IGNORED_TORCH_OPTIONS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+
+
+class _Required:
+    """Marks a hyperparameter with no default: the constructor must be given it."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+    def __reduce__(self) -> str:
+        return "required"  # pickled by name: a copy stays the one sentinel
+
+
+required = _Required()
+
+# What a copy rebuilds rather than copies: programs, caches, hooks, the caller's arrays.
+_REBUILT = ("_compiled", "_prepared", "_given", "_hooks")
+
+
+class Optimizer(hooks.HookRegistrations):
+    """Base of the torch-style optimisers (``SGD``, ``Adam``, ...).
+
+    Subclasses set ``transform`` to a pure factory whose argument names are the group
+    hyperparameters (``optim_jax.sgd`` for ``SGD``), and may list in ``static_zeros`` the
+    hyperparameters whose value 0 removes a block of the chain (and its state or reads), in
+    ``static_args`` numeric ones that shape the program (sizes, iteration counts), in
+    ``init_from_defaults`` those whose constructor value (not the group's) builds a fresh state,
+    and set ``max_groups``.
+
+    The constructor copies the arrays it is given; steps donate the optimizer's own (see the
+    module's notes). ``copy.deepcopy`` and ``pickle`` keep params, state, groups and options.
+
+    Args:
+      params: a pytree (one group); a list of dicts, each with ``'params'`` (a pytree, or
+        torch's ``(name, array)`` pairs) and options overriding ``defaults``; a list of
+        ``(name, array)`` pairs; an nnx Module; or :func:`labelled`.
+      defaults: default hyperparameters of every group.
+      state_layout: wraps each group's transform to lay its state out (what
+        ``ZeroRedundancyOptimizer`` passes); ``None`` keeps the transform's own layout.
+    """
+
+    transform: Callable[..., Any] | None = None
+    static_zeros: tuple[str, ...] = ()
+    static_args: tuple[str, ...] = ()
+    init_from_defaults: tuple[str, ...] = ()
+    max_groups: int | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "transform" in cls.__dict__ and "__init__" not in cls.__dict__:
+            cls.__init__ = _torch_constructor(cls)
+
+    def __init__(
+        self, params: Any, defaults: dict[str, Any], *, state_layout: Callable | None = None
+    ):
+        if self.transform is None:
+            raise TypeError(
+                f"{type(self).__name__} sets no `transform`: subclass Optimizer with a pure "
+                "transform factory, or use SGD, Adam, AdamW, ..."
+            )
+        self.defaults = dict(defaults)
+        self._options = GroupOptions(
+            type(self).transform, self.static_args, self.static_zeros, state_layout,
+            {name: self.defaults[name] for name in self.init_from_defaults},
+        )
+        given = {k: v for k, v in self.defaults.items() if v is not required}
+        self._options.check_types(given, required={})
+        self._options.build(given)
+        self.param_groups: list[dict[str, Any]] = []
+        self._records: list[GroupRecord] = []
+        self._grad: list | None = None  # per group: None, or its leaves (None: no gradient)
+        self._compiled = CompileCache()
+        self._hooks = hooks.fresh_hooks()
+        self._prepared = None
+        # id -> each JAX array given as a parameter, so a user's array is recognised later (it
+        # is not the optimizer's copy); kept alive so an id is never reused.
+        self._given: dict = {}
+        self._layout, groups = layout.layout_of(params)
+        if not groups or not any(jax.tree.leaves(g.get("params")) for g in groups):
+            raise ValueError("optimizer got an empty parameter list")
+        for group in groups:
+            self._add_group(group)
+        if self.max_groups is not None and len(self.param_groups) > self.max_groups:
+            raise ValueError(
+                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
+            )
+
+    # -- groups -------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds ``param_group`` (``'params'`` and options overriding ``defaults``), as torch does.
+
+        Its state starts empty.
+        """
+        grown = self._layout.grown()
+        if self.max_groups is not None and len(self.param_groups) >= self.max_groups:
+            raise ValueError(
+                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
+            )
+        self._add_group(param_group)
+        self._layout = grown
+
+    def _add_group(self, param_group: dict[str, Any]) -> None:
+        """Validates and adds one group, in torch's order of checks; nothing changes on error."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError(f"param group must have a 'params' key; got keys {sorted(param_group)}")
+        group = dict(param_group)
+        module = group["params"] if nnx_bridge.is_module(group["params"]) else None
+        if module is not None:
+            if isinstance(self._layout, layout.LabelledLayout):
+                raise ValueError(
+                    "labelled() takes a params pytree, not an nnx Module: pass submodules as "
+                    "groups, [{'params': model.base}, {'params': model.head, 'lr': 1e-3}]"
+                )
+            group["params"] = nnx_bridge.params_of(module)
+        named = group_params.split_names(group)
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(
+                    "parameter group didn't specify a value of required optimization "
+                    f"parameter {name}"
+                )
+            group.setdefault(name, default)
+        group_params.check_params(group["params"])
+        ties = Ties.find(group["params"])
+        if ties is not None and isinstance(param_group["params"], (list, tuple)):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; in future, "
+                "this will cause an error; see github.com/pytorch/pytorch/issues/40967 for "
+                "more information",
+                stacklevel=4,
+            )
+        if any(r.named != named for r in self._records):
+            raise ValueError(
+                "all optimizer param groups should be with/without names. cannot add param "
+                f"group {'with' if named else 'without'} names to the optimizer"
+            )
+        given = jax.tree.leaves(group["params"])
+        current = {id(leaf) for g in self.param_groups for leaf in jax.tree.leaves(g["params"])}
+        if any(id(leaf) in self._given or id(leaf) in current for leaf in given):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self._options.check_types(group, required=self.defaults)
+        self._options.build(group)
+        variables = None if module is None else nnx_bridge.variables_of(group["params"])
+        if ties is not None:
+            group["params"] = ties.collapse(group["params"])
+        if not named:
+            group["param_names"] = group_params.path_names(group["params"])
+        group["params"] = committed(group["params"], copy=True)
+        if module is not None:  # the module holds the very arrays the optimizer steps
+            nnx_bridge.set_values(variables, group["params"])
+        structure = self._options.structure(group)
+        state = committed(self._options.init_state(group, structure, group["params"]))
+        self.param_groups.append(group)
+        self._records.append(GroupRecord(state, structure, module, variables, ties, named))
+        self._given.update((id(leaf), leaf) for leaf in given if isinstance(leaf, jax.Array))
+        if self._grad is not None:
+            self._grad.append(None)
+
+    def _adopt_appended_groups(self) -> None:
+        """Group dicts appended to ``param_groups`` by hand are added as ``add_param_group``
+        would add them (torch steps such a group); an invalid one stays where it was and the
+        error says why."""
+        known = len(self._records)
+        if len(self.param_groups) < known:
+            raise RuntimeError(
+                f"opt.param_groups has {len(self.param_groups)} groups, the optimizer had "
+                f"{known}: groups cannot be removed from a running optimizer"
+            )
+        appended = self.param_groups[known:]
+        del self.param_groups[known:]
+        for done, group in enumerate(appended):
+            try:
+                self.add_param_group(group)
+            except Exception:
+                self.param_groups.extend(appended[done:])
+                raise
+
+    # -- parameters and gradients in the user's layout ----------------------------------------
+
+    def _group_params(self) -> list:
+        return [g["params"] for g in self.param_groups]
+
+    def _states(self) -> list:
+        return [r.state for r in self._records]
+
+    def _assemble(self, trees: list) -> PyTree:
+        """Group trees (internal, or nnx Modules) in the user's layout."""
+        return self._layout.assemble([
+            tree if nnx_bridge.is_module(tree) else record.shown(group.get("param_names"), tree)
+            for tree, record, group in zip(trees, self._records, self.param_groups)
+        ])
+
+    @property
+    def params(self) -> PyTree:
+        """The current parameters in the layout given to the constructor.
+
+        Groups given as nnx Modules appear as those modules (holding the current values).
+        """
+        return self._assemble(
+            [g["params"] if r.module is None else r.module
+             for g, r in zip(self.param_groups, self._records)]
+        )
+
+    @property
+    def grad(self) -> PyTree | None:
+        """The accumulated gradient in the params' layout (``None`` after ``zero_grad``).
+
+        A parameter that has no gradient shows ``None`` (torch's ``p.grad is None``); assigning
+        ``None`` there makes ``step()`` skip that parameter, as torch does.
+        """
+        if self._grad is None:
+            return None
+        return self._assemble([
+            jax.tree.structure(p).unflatten(g if g is not None else [None] * len(jax.tree.leaves(p)))
+            for p, g in zip(self._group_params(), self._grad)
+        ])
+
+    @grad.setter
+    def grad(self, value: PyTree | None) -> None:
+        if value is None:
+            self._grad = None
+            return
+        trees = self._layout.split(value, len(self.param_groups), "grad")
+        groups = [
+            record.leaves_of(
+                group.get("param_names"), tree, group["params"],
+                "grad" if len(trees) == 1 else f"grad of group {index}",
+            )
+            for index, (tree, record, group) in enumerate(zip(trees, self._records, self.param_groups))
+        ]
+        arrays = iter(committed([g for leaves in groups for g in leaves if g is not None]))
+        self._grad = [
+            None if all(g is None for g in leaves)
+            else [None if g is None else next(arrays) for g in leaves]
+            for leaves in groups
+        ]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clears the gradient: ``None`` when ``set_to_none`` (torch's default), else zeros."""
+        self._grad = None if set_to_none else [
+            committed([jnp.zeros_like(p) for p in jax.tree.leaves(tree)])
+            for tree in self._group_params()
+        ]
+
+    # -- compiled programs --------------------------------------------------------------------
+
+    def _prepare(self) -> tuple[tuple, jax.Array]:
+        """Current structures (migrating state whose structure changed) and the option vector.
+
+        Both are cached against the groups' option values, so an unchanged step costs one
+        comparison here. Groups edited by hand are checked first (a missing option is a
+        ``KeyError``, a value of the wrong kind a ``TypeError``), before anything changes.
+        """
+        self._adopt_appended_groups()
+        options = [[fingerprint(group.get(n)) for n in self._options.names]
+                   for group in self.param_groups]
+        if self._prepared is not None and self._prepared[0] == options:
+            return self._prepared[1]
+        for index, group in enumerate(self.param_groups):
+            self._options.check_types(group, required=self.defaults, index=index)
+        for group, record in zip(self.param_groups, self._records):
+            structure = self._options.structure(group)
+            if structure != record.structure:  # the state gains or drops fields, keeping others
+                treedef = jax.tree.structure(group["params"])
+                old = dict(collect_fields(record.state, treedef))
+                fresh = self._options.init_state(group, structure, group["params"])
+                kept = [old.get(name, value) for name, value in collect_fields(fresh, treedef)]
+                record.state = committed(replace_fields(fresh, treedef, kept))
+                record.structure = structure
+        structures = tuple(r.structure for r in self._records)
+        prepared = structures, self._options.vector(self.param_groups, list(structures))
+        self._prepared = options, prepared
+        return prepared
+
+    def _compile(self, key: Any, fn: Callable, donate: tuple[int, ...], family: Any = None):
+        return self._compiled.get(key, fn, donate, family)
+
+    def _objective(self, closure: Callable, args: tuple, kwargs: dict) -> Objective:
+        """The closure as a traced objective; groups given as nnx Modules first take up values
+        put into them since the last step."""
+        as_modules = any(r.module is not None for r in self._records)
+        if as_modules:
+            self._adopt_module_values()
+        return split_closure(closure, args, kwargs, self._group_params(), self._assemble,
+                             self.params if as_modules else None)
+
+    def _closure_program(self, objective: Objective, structures: tuple) -> Callable:
+        """The compiled body of ``step(closure)``: ``(params, states, vector, arrays) -> (loss,
+        changed, params, states)``. LBFGS replaces it with its whole line-searched step."""
+
+        evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
+
+        def fused(trees, states, vector, arrays):
+            (value, changed), grads = jax.value_and_grad(evaluate, has_aux=True)(trees, arrays)
+            grads = [jax.tree.leaves(g) for g in grads]
+            trees, states = update_groups(self._options, structures, vector, trees, grads, states)
+            return value, changed, trees, states
+
+        return fused
+
+    def _adopt_module_values(self) -> None:
+        """Takes up values put into the groups' nnx Modules since the last step
+        (``nnx.update(model, checkpoint)``), as torch's step starts from its tensors."""
+        for group, record in zip(self.param_groups, self._records):
+            if record.variables is None:
+                continue
+            values = [variable.get_value() for variable in record.variables]
+            if any(a is not b for a, b in zip(values, jax.tree.leaves(group["params"]))):
+                group["params"] = committed(jax.tree.structure(group["params"]).unflatten(values))
+                nnx_bridge.set_values(record.variables, group["params"])
+
+    def _commit(self, trees: list, states: list, modules: list, changed: dict) -> None:
+        """A step's results become the current params and state; nnx Modules get them too."""
+        for group, record, tree, state in zip(self.param_groups, self._records, trees, states):
+            group["params"], record.state = tree, state
+            if record.variables is not None:
+                nnx_bridge.set_values(record.variables, tree)
+        nnx_bridge.write_back(modules, changed)
+
+    # -- the torch API ------------------------------------------------------------------------
+
+    def backward(self, loss_fn: Callable, *args: Any, **kwargs: Any) -> jax.Array:
+        """Evaluates ``loss_fn(params, *args, **kwargs)`` and adds its gradient into ``grad``.
+
+        With nnx Modules as params, ``loss_fn`` receives the module(s) as ``params`` do.
+        One compiled call; like torch's ``loss.backward()``, gradients accumulate across calls
+        until ``zero_grad()``. Returns the loss.
+        """
+        objective = self._objective(loss_fn, args, kwargs)
+        accumulate, evaluate = self._grad is not None, objective.evaluate
+
+        def run(trees, grad, arrays):
+            (value, changed), grads = jax.value_and_grad(evaluate, has_aux=True)(trees, arrays)
+            grads = [jax.tree.leaves(g) for g in grads]
+            if accumulate:
+                grads = [new if old is None else [n if o is None else o + n for o, n in zip(old, new)]
+                         for old, new in zip(grad, grads)]
+            return value, changed, grads
+
+        compiled = self._compile(("backward", objective.key, accumulate), run,
+                                 (1,) if accumulate else (), _family(loss_fn))
+        value, changed, self._grad = compiled(
+            self._group_params(), self._grad if accumulate else None, objective.arrays
+        )
+        nnx_bridge.write_back(objective.modules, changed)
+        return value
+
+    def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any) -> jax.Array | None:
+        """Takes one optimisation step, from ``grad`` or from a ``closure``.
+
+        ``step()`` applies the update for ``grad``. ``step(closure, *args, **kwargs)``
+        differentiates ``closure(params, *args, **kwargs)`` (a scalar loss) and applies the
+        update in the same compiled call; ``grad`` is then ``None``. Returns the loss (or
+        ``None`` without a closure).
+        """
+        for hook in hooks.step_pre_hooks(self._hooks["step_pre"]):
+            result = hook(self, (closure, *args), kwargs)
+            if result is not None:
+                (closure, *args), kwargs = result
+        loss = self._step(closure, args, kwargs)
+        for hook in hooks.step_post_hooks(self._hooks["step_post"]):
+            hook(self, (closure, *args), kwargs)
+        return loss
+
+    def _step(self, closure: Callable | None, args: tuple, kwargs: dict) -> jax.Array | None:
+        structures, vector = self._prepare()
+        if closure is None:
+            if self._records and any(r.module is not None for r in self._records):
+                self._adopt_module_values()
+            if self._grad is None or all(g is None for g in self._grad):
+                raise RuntimeError(
+                    "step() needs a gradient: call opt.backward(loss_fn, ...) or assign "
+                    "opt.grad first, or pass a closure: opt.step(closure)"
+                )
+
+            def apply(trees, states, vector, grads):
+                return update_groups(self._options, structures, vector, trees, grads, states)
+
+            compiled = self._compile(("apply", structures), apply, (0, 1))
+            trees, states = compiled(self._group_params(), self._states(), vector, self._grad)
+            self._commit(trees, states, [], {})
+            return None
+        objective = self._objective(closure, args, kwargs)
+        compiled = self._compile(("closure", structures, objective.key),
+                                 self._closure_program(objective, structures), (0, 1),
+                                 _family(closure))
+        loss, changed, trees, states = compiled(
+            self._group_params(), self._states(), vector, objective.arrays
+        )
+        self._grad = None
+        self._commit(trees, states, objective.modules, changed)
+        return loss
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> state_dict_io.StateView:
+        """Per-parameter state with torch's names, e.g. ``opt.state[0]['exp_avg']``."""
+        return state_dict_io.StateView(self._group_params(), self._states())
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [...]}]}``.
+
+        Arrays are copies: the dict stays valid after later (donating) steps. Each group lists
+        ``param_names``: the names given as ``(name, array)`` pairs, or the leaves' key paths.
+        Unlike torch's, it lists every parameter's state from the start (fresh before the first
+        step), so a new optimizer's dict is a restore target for a checkpoint (orbax).
+        """
+        self._run_hooks("state_dict_pre", self)
+        self._adopt_appended_groups()
+        result = state_dict_io.build(self._group_params(), self._states(), self.param_groups)
+        return self._run_hooks("state_dict_post", self, result) or result
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores ``state_dict``, from ``state_dict()`` or from torch; validates before changing.
+
+        Hyperparameter values are taken as saved, as torch takes them (a scheduler may have
+        left an lr a rounding below zero); counts, names, shapes and dtypes are checked. Every
+        array kept is a copy: ``state_dict`` stays valid after later steps. A torch checkpoint
+        (tensors as arrays) loads as torch would load it, see
+        :mod:`optim_jax.stateful.state_dict_io`.
+
+        Raises:
+          ValueError: naming what differs (group count, parameter count, state names, shapes,
+            dtypes); the optimizer is then left as it was. ``TypeError`` for an option of the
+            wrong kind.
+        """
+        state_dict = self._run_hooks("load_state_dict_pre", self, state_dict) or state_dict
+        self._adopt_appended_groups()
+        groups, states, structures = state_dict_io.load(
+            state_dict, self.param_groups, self._options, self.defaults
+        )
+        self.param_groups = groups
+        for record, state, structure in zip(self._records, states, structures):
+            record.state, record.structure = committed(state), structure
+        self._run_hooks("load_state_dict_post", self)
+
+    # -- copies -----------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and ``pickle`` keep: params, state, groups, options, the
+        gradient and the nnx Modules. Compiled programs, hooks and caches are rebuilt (torch
+        drops hooks the same way)."""
+        return {k: v for k, v in self.__dict__.items() if k not in _REBUILT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compiled, self._prepared = CompileCache(), None
+        self._given, self._hooks = {}, hooks.fresh_hooks()
+        self._commit([committed(t) for t in self._group_params()],
+                     [committed(s) for s in self._states()], [], {})
+        if self._grad is not None:
+            self._grad = [None if g is None else committed(g) for g in self._grad]
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
+        return "\n".join(lines + [")"])
+
+
+def update_groups(
+    options: GroupOptions, structures: tuple, vector: Any, trees: list, grads: list, states: list
+) -> tuple[list, list]:
+    """Traced: every group's update from its gradient leaves.
+
+    A group whose gradient is ``None`` is left as it is, and so is a parameter whose gradient
+    leaf is ``None`` (its value and its per-parameter state; the group's step count still
+    advances, as optim_jax keeps one per group). A gradient is cast to its parameter's dtype,
+    so the state keeps the parameter's. Shapes and dtypes are checked once per compilation.
+    """
+    offset, new_trees, new_states = 0, [], []
+    for index, (structure, params, leaves, state) in enumerate(zip(structures, trees, grads, states)):
+        tx, offset = options.transform_for(structure, vector, offset)
+        if leaves is None:
+            new_trees.append(params)
+            new_states.append(state)
+            continue
+        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+        present = [g is not None for g in leaves]
+        full = [jnp.zeros_like(p) if g is None else group_params.gradient_for(p, g, index, path)
+                for (path, p), g in zip(flat, leaves)]
+        updates, new_state = tx.update(treedef.unflatten(full), state, params)
+        new = apply_updates(params, updates)
+        if not all(present):
+            new = treedef.unflatten(
+                [n if k else p for n, (_, p), k in zip(jax.tree.leaves(new), flat, present)]
+            )
+            new_state = _keep_skipped(state, new_state, treedef, present)
+        new_trees.append(new)
+        new_states.append(new_state)
+    return new_trees, new_states
+
+
+def _keep_skipped(old: Any, new: Any, treedef: Any, present: list[bool]) -> Any:
+    """``new`` state with the per-parameter entries of parameters not in ``present`` taken
+    from ``old`` (a parameter without a gradient keeps its state, as in torch)."""
+    kept = []
+    for (_, before), (_, after) in zip(collect_fields(old, treedef), collect_fields(new, treedef)):
+        if jax.tree.structure(after) == treedef:
+            after = treedef.unflatten([a if k else b for a, b, k in
+                                       zip(jax.tree.leaves(after), jax.tree.leaves(before), present)])
+        kept.append(after)
+    return replace_fields(new, treedef, kept)
+
+
+def _family(fn: Callable) -> Any:
+    """What programs compiled for one closure share (its code): a recompile warning counts
+    the programs of one family."""
+    return getattr(fn, "__code__", None) or getattr(getattr(fn, "func", None), "__code__", None)
+
+
+def _torch_constructor(cls: type) -> Callable:
+    """torch's constructor for a class that sets ``transform``, from the factory's signature.
+
+    ``Adam(params, lr=1e-3, betas=(0.9, 0.999), ...)`` takes exactly :func:`adam`'s
+    arguments, in torch's order, plus torch's ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable``, which are accepted for drop-in compatibility and ignored: every step
+    is one fused XLA program already.
+    """
+    signature = inspect.signature(cls.transform)
+    parameters = [
+        inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *signature.parameters.values(),
+        *(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+          for name, default in _IGNORED_TORCH_OPTIONS.items()),
+    ]
+    full = signature.replace(parameters=parameters, return_annotation=None)
+
+    def __init__(self, *args: Any, state_layout: Callable | None = None, **kwargs: Any) -> None:
+        if "learning_rate" in kwargs and "learning_rate" not in full.parameters:
+            raise TypeError(
+                f"{cls.__name__} got an unexpected keyword argument 'learning_rate': optim_jax "
+                "uses torch's names, lr=..."
+            )
+        bound = full.bind(*args, **kwargs)
+        bound.apply_defaults()
+        options = dict(bound.arguments)
+        Optimizer.__init__(self, options.pop("params"), options, state_layout=state_layout)
+
+    __init__.__signature__ = full.replace(
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY), *parameters]
+    )
+    __init__.__doc__ = f"Builds {cls.__name__}; its arguments are described in the class docstring."
+    return __init__
