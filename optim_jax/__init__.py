@@ -49,7 +49,8 @@ from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
 from optim_jax.rmsprop import RMSprop, RMSpropState, rmsprop, scale_by_rms
 from optim_jax.rprop import Rprop, RpropState, rprop, scale_by_rprop
 from optim_jax.sgd import SGD, sgd
-from optim_jax.sharding import ZeroRedundancyOptimizer, zero_redundancy
+from optim_jax.sharding import zero_redundancy
+from optim_jax.stateful.zero_redundancy import ZeroRedundancyOptimizer
 from optim_jax.sparse_adam import SparseAdam, scale_by_sparse_adam, sparse_adam
 from optim_jax.transform import (
     AdamState,

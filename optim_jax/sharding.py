@@ -9,7 +9,6 @@ inputs on the same devices and returns them with the shardings they came in with
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -143,36 +142,3 @@ def zero_redundancy(
         return updates, shard(state)
 
     return GradientTransformationExtraArgs(init, update)
-
-
-def ZeroRedundancyOptimizer(  # noqa: N802  (torch's class name; returns the wrapped class)
-    params: Any, optimizer_class: type, *, axis: str = "data", mesh: Mesh | None = None,
-    **defaults: Any,
-) -> Any:
-    """The stateful face of :func:`zero_redundancy`, named after torch's distributed class.
-
-    ``ZeroRedundancyOptimizer(params, optim_jax.Adam, lr=1e-3)`` is an ``optim_jax.Adam``
-    (``isinstance`` holds, every method works as usual) whose state is sharded along ``axis``
-    of the params' mesh while the params stay replicated.
-
-    Args:
-      params: as the optimizer class takes them, laid out (replicated) over a mesh.
-      optimizer_class: a stateful optimizer such as ``optim_jax.Adam``.
-      axis: the data-parallel mesh axis to shard the state along.
-      mesh: the mesh; by default the one the params are laid out over.
-      **defaults: the optimizer's hyperparameters.
-
-    Returns:
-      An instance of ``optimizer_class``.
-    """
-    from optim_jax.lbfgs import LBFGS  # a cycle at import time: lbfgs places its state here
-
-    if issubclass(optimizer_class, LBFGS):
-        raise TypeError("ZeroRedundancyOptimizer does not take LBFGS: its state is a few "
-                        "vectors per parameter, already laid out like the params")
-    mesh = params_mesh(params) if mesh is None else mesh
-    if mesh is None:
-        raise ValueError("ZeroRedundancyOptimizer needs params laid out over a mesh (a "
-                         "NamedSharding) or mesh=...")
-    layout = functools.partial(zero_redundancy, mesh=mesh, axis=axis)
-    return optimizer_class(params, state_layout=layout, **defaults)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_jax import numerics, validation
+from optim_jax.state_fields import collect_fields, replace_fields
 
 
 class GroupOptions:
@@ -131,6 +132,17 @@ class GroupOptions:
         values = [validation.unchecked(v, dtype) for v in _numbers(group, structure)]
         tx, _ = self.transform_for(structure, values, 0)
         return tx.init(params)
+
+
+    def migrated(self, state: Any, group: Mapping[str, Any], structure: tuple) -> Any:
+        """``state`` for the group's new ``structure`` (a ``momentum`` now 0, say): a fresh
+        state keeping the old state's fields of the same name, as torch's state gains or drops
+        its momentum buffer."""
+        treedef = jax.tree.structure(group["params"])
+        old = dict(collect_fields(state, treedef))
+        fresh = self.init_state(group, structure, group["params"])
+        kept = [old.get(name, value) for name, value in collect_fields(fresh, treedef)]
+        return replace_fields(fresh, treedef, kept)
 
 
 def _numbers(group: Mapping[str, Any], structure: tuple) -> list:

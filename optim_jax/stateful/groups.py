@@ -17,8 +17,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_jax.base import PyTree
+from optim_jax.stateful import nnx_bridge
 from optim_jax.stateful.layout import checked_leaves
 from optim_jax.stateful.ties import Ties
+
+
+class _Required:
+    """Marks a hyperparameter with no default: the constructor must be given it."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+    def __reduce__(self) -> str:
+        return "required"  # pickled by name: a copy stays the one sentinel
+
+
+required = _Required()
 
 
 @dataclasses.dataclass
@@ -56,6 +70,81 @@ class GroupRecord:
             checked_leaves(tree, self.ties.treedef, what)
             tree = self.ties.collapse_sum(tree)
         return checked_leaves(tree, jax.tree.structure(params), what)
+
+
+def new_group(
+    param_group: Any,
+    defaults: dict[str, Any],
+    options: Any,
+    taken: set[int],
+    named_groups: set[bool],
+    modules_allowed: bool,
+) -> tuple[dict, GroupRecord, list]:
+    """A validated group dict, its record and the arrays given, in torch's order of checks.
+
+    Args:
+      param_group: the group as given (``'params'`` and options).
+      defaults: the optimizer's defaults (``required`` marks options every group must give).
+      options: the optimizer's ``GroupOptions``.
+      taken: ids of the arrays other groups hold (or were given).
+      named_groups: which of named / unnamed the other groups are.
+      modules_allowed: whether an nnx Module may be the group's params.
+
+    Returns:
+      ``(group, record, given)``: the group with its options filled in, its ``param_names`` and
+      a committed copy of its params (tied arrays collapsed); the :class:`GroupRecord`; the
+      leaves as given.
+    """
+    if not isinstance(param_group, dict):
+        raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+    if "params" not in param_group:
+        raise ValueError(f"param group must have a 'params' key; got keys {sorted(param_group)}")
+    group = dict(param_group)
+    module = group["params"] if nnx_bridge.is_module(group["params"]) else None
+    if module is not None:
+        if not modules_allowed:
+            raise ValueError(
+                "labelled() takes a params pytree, not an nnx Module: pass submodules as "
+                "groups, [{'params': model.base}, {'params': model.head, 'lr': 1e-3}]"
+            )
+        group["params"] = nnx_bridge.params_of(module)
+    named = split_names(group)
+    for name, default in defaults.items():
+        if default is required and name not in group:
+            raise ValueError(
+                f"parameter group didn't specify a value of required optimization parameter {name}"
+            )
+        group.setdefault(name, default)
+    check_params(group["params"])
+    ties = Ties.find(group["params"])
+    if ties is not None and isinstance(param_group["params"], (list, tuple)):
+        warnings.warn(
+            "optimizer contains a parameter group with duplicate parameters; in future, this "
+            "will cause an error; see github.com/pytorch/pytorch/issues/40967 for more "
+            "information",
+            stacklevel=5,
+        )
+    if named_groups - {named}:
+        raise ValueError(
+            "all optimizer param groups should be with/without names. cannot add param group "
+            f"{'with' if named else 'without'} names to the optimizer"
+        )
+    given = jax.tree.leaves(group["params"])
+    if any(id(leaf) in taken for leaf in given):
+        raise ValueError("some parameters appear in more than one parameter group")
+    options.check_types(group, required=defaults)
+    options.build(group)
+    variables = None if module is None else nnx_bridge.variables_of(group["params"])
+    if ties is not None:
+        group["params"] = ties.collapse(group["params"])
+    if not named:
+        group["param_names"] = path_names(group["params"])
+    group["params"] = committed(group["params"], copy=True)  # the caller's arrays stay valid
+    if module is not None:  # the module holds the very arrays the optimizer steps
+        nnx_bridge.set_values(variables, group["params"])
+    structure = options.structure(group)
+    state = committed(options.init_state(group, structure, group["params"]))
+    return group, GroupRecord(state, structure, module, variables, ties, named), given
 
 
 def split_names(group: dict[str, Any]) -> bool:
@@ -149,3 +238,48 @@ def _without_names(tree: Any, names: list[str], what: str) -> list:
     if [name for name, _ in tree] != list(names):
         raise ValueError(f"{what} names {[n for n, _ in tree]} differ from the params' {names}")
     return [value for _, value in tree]
+
+
+def gradient_leaves(trees: list, records: list[GroupRecord], param_groups: list[dict]) -> list:
+    """Gradients given in the user's layout (split into group trees) as what the optimizer
+    keeps: per group ``None`` (no gradient at all) or its leaves (``None`` where a parameter
+    has none), committed in one batched transfer."""
+    groups = [
+        record.leaves_of(group.get("param_names"), tree, group["params"],
+                         "grad" if len(trees) == 1 else f"grad of group {index}")
+        for index, (tree, record, group) in enumerate(zip(trees, records, param_groups))
+    ]
+    arrays = iter(committed([g for leaves in groups for g in leaves if g is not None]))
+    return [
+        None if all(g is None for g in leaves)
+        else [None if g is None else next(arrays) for g in leaves]
+        for leaves in groups
+    ]
+
+
+def adopt_appended(param_groups: list[dict], known: int, add: Any) -> None:
+    """Group dicts appended to ``param_groups`` by hand (after the ``known`` ones) are added
+    with ``add`` (``add_param_group``), as torch steps such a group; an invalid one stays where
+    it was and the error says why."""
+    if len(param_groups) < known:
+        raise RuntimeError(
+            f"opt.param_groups has {len(param_groups)} groups, the optimizer had {known}: "
+            "groups cannot be removed from a running optimizer"
+        )
+    appended = param_groups[known:]
+    del param_groups[known:]
+    for done, group in enumerate(appended):
+        try:
+            add(group)
+        except Exception:
+            param_groups.extend(appended[done:])
+            raise
+
+
+def describe(name: str, param_groups: list[dict]) -> str:
+    """torch's ``repr`` of an optimizer: each group's options, one per line."""
+    lines = [f"{name} ("]
+    for i, group in enumerate(param_groups):
+        lines.append(f"Parameter Group {i}")
+        lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
+    return "\n".join(lines + [")"])

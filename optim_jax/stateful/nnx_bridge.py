@@ -90,3 +90,16 @@ def write_back(modules: list, changed: dict[tuple[int, int], Any]) -> None:
     others = [variables_of(others_of(m)) for m in modules]
     for (m, i), value in changed.items():
         others[m][i].set_value(value)
+
+
+def adopted(variables: list, tree: PyTree, commit: Any) -> PyTree:
+    """``tree`` with the values put into the module's ``variables`` since the optimizer last
+    set them (``nnx.update(model, checkpoint)``, ``model.layer.kernel[...] = w``): the next step
+    starts from the module's values, as torch's does from its tensors. ``commit`` places new
+    values; the module then holds those very arrays."""
+    values = [variable.get_value() for variable in variables]
+    if all(a is b for a, b in zip(values, jax.tree.leaves(tree))):
+        return tree
+    tree = commit(jax.tree.structure(tree).unflatten(values))
+    set_values(variables, tree)
+    return tree

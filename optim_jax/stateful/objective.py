@@ -90,6 +90,13 @@ def split_closure(
     return Objective((key, aliases), arrays, modules, evaluate)
 
 
+def loss_and_gradients(evaluate: Callable, trees: list, arrays: list) -> tuple[Any, dict, list]:
+    """Traced: ``(loss, changed, gradients)`` of an objective at the group ``trees``, the
+    gradients as each group's leaves."""
+    (value, changed), grads = jax.value_and_grad(evaluate, has_aux=True)(trees, arrays)
+    return value, changed, [jax.tree.leaves(g) for g in grads]
+
+
 def _call(fn: Callable, args: tuple, kwargs: dict) -> Any:
     """``fn(*args, **kwargs)``, with torch habits named in the error."""
     try:

@@ -43,29 +43,16 @@ from optim_jax.stateful import groups as group_params, hooks, layout, nnx_bridge
 from optim_jax.stateful.compile_cache import CompileCache
 from optim_jax.stateful.group_options import GroupOptions, fingerprint
 from optim_jax.stateful.groups import GroupRecord, committed
-from optim_jax.stateful.objective import Objective, split_closure
-from optim_jax.stateful.ties import Ties
+from optim_jax.stateful.objective import Objective, loss_and_gradients, split_closure
 
 _IGNORED_TORCH_OPTIONS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
 
 
-class _Required:
-    """Marks a hyperparameter with no default: the constructor must be given it."""
-
-    def __repr__(self) -> str:
-        return "<required parameter>"
-
-    def __reduce__(self) -> str:
-        return "required"  # pickled by name: a copy stays the one sentinel
+required = group_params.required
 
 
-required = _Required()
 
-# What a copy rebuilds rather than copies: programs, caches, hooks, the caller's arrays.
-_REBUILT = ("_compiled", "_prepared", "_given", "_hooks")
-
-
-class Optimizer(hooks.HookRegistrations):
+class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
     """Base of the torch-style optimisers (``SGD``, ``Adam``, ...).
 
     Subclasses set ``transform`` to a pure factory whose argument names are the group
@@ -117,21 +104,22 @@ class Optimizer(hooks.HookRegistrations):
         self.param_groups: list[dict[str, Any]] = []
         self._records: list[GroupRecord] = []
         self._grad: list | None = None  # per group: None, or its leaves (None: no gradient)
-        self._compiled = CompileCache()
-        self._hooks = hooks.fresh_hooks()
-        self._prepared = None
-        # id -> each JAX array given as a parameter, so a user's array is recognised later (it
-        # is not the optimizer's copy); kept alive so an id is never reused.
-        self._given: dict = {}
+        self._reset_caches()
         self._layout, groups = layout.layout_of(params)
         if not groups or not any(jax.tree.leaves(g.get("params")) for g in groups):
             raise ValueError("optimizer got an empty parameter list")
         for group in groups:
             self._add_group(group)
-        if self.max_groups is not None and len(self.param_groups) > self.max_groups:
-            raise ValueError(
-                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
-            )
+        self._check_group_count(len(self.param_groups))  # after the groups' own checks, as torch
+
+    # What a copy rebuilds rather than copies: programs, caches, hooks, the caller's arrays.
+    _rebuilt = ("_compiled", "_prepared", "_given", "_hooks")
+
+    def _reset_caches(self) -> None:
+        self._compiled, self._prepared, self._hooks = CompileCache(), None, hooks.fresh_hooks()
+        # id -> each JAX array given as a parameter, so a user's array is recognised later (it
+        # is not the optimizer's copy); kept alive so an id is never reused.
+        self._given: dict = {}
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -141,90 +129,33 @@ class Optimizer(hooks.HookRegistrations):
         Its state starts empty.
         """
         grown = self._layout.grown()
-        if self.max_groups is not None and len(self.param_groups) >= self.max_groups:
-            raise ValueError(
-                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
-            )
+        self._check_group_count(len(self.param_groups) + 1)
         self._add_group(param_group)
         self._layout = grown
 
+    def _check_group_count(self, count: int) -> None:
+        if self.max_groups is not None and count > self.max_groups:
+            raise ValueError(
+                f"{type(self).__name__} doesn't support per-parameter options (parameter groups)"
+            )
+
     def _add_group(self, param_group: dict[str, Any]) -> None:
         """Validates and adds one group, in torch's order of checks; nothing changes on error."""
-        if not isinstance(param_group, dict):
-            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
-        if "params" not in param_group:
-            raise ValueError(f"param group must have a 'params' key; got keys {sorted(param_group)}")
-        group = dict(param_group)
-        module = group["params"] if nnx_bridge.is_module(group["params"]) else None
-        if module is not None:
-            if isinstance(self._layout, layout.LabelledLayout):
-                raise ValueError(
-                    "labelled() takes a params pytree, not an nnx Module: pass submodules as "
-                    "groups, [{'params': model.base}, {'params': model.head, 'lr': 1e-3}]"
-                )
-            group["params"] = nnx_bridge.params_of(module)
-        named = group_params.split_names(group)
-        for name, default in self.defaults.items():
-            if default is required and name not in group:
-                raise ValueError(
-                    "parameter group didn't specify a value of required optimization "
-                    f"parameter {name}"
-                )
-            group.setdefault(name, default)
-        group_params.check_params(group["params"])
-        ties = Ties.find(group["params"])
-        if ties is not None and isinstance(param_group["params"], (list, tuple)):
-            warnings.warn(
-                "optimizer contains a parameter group with duplicate parameters; in future, "
-                "this will cause an error; see github.com/pytorch/pytorch/issues/40967 for "
-                "more information",
-                stacklevel=4,
-            )
-        if any(r.named != named for r in self._records):
-            raise ValueError(
-                "all optimizer param groups should be with/without names. cannot add param "
-                f"group {'with' if named else 'without'} names to the optimizer"
-            )
-        given = jax.tree.leaves(group["params"])
-        current = {id(leaf) for g in self.param_groups for leaf in jax.tree.leaves(g["params"])}
-        if any(id(leaf) in self._given or id(leaf) in current for leaf in given):
-            raise ValueError("some parameters appear in more than one parameter group")
-        self._options.check_types(group, required=self.defaults)
-        self._options.build(group)
-        variables = None if module is None else nnx_bridge.variables_of(group["params"])
-        if ties is not None:
-            group["params"] = ties.collapse(group["params"])
-        if not named:
-            group["param_names"] = group_params.path_names(group["params"])
-        group["params"] = committed(group["params"], copy=True)
-        if module is not None:  # the module holds the very arrays the optimizer steps
-            nnx_bridge.set_values(variables, group["params"])
-        structure = self._options.structure(group)
-        state = committed(self._options.init_state(group, structure, group["params"]))
+        current = [leaf for g in self.param_groups for leaf in jax.tree.leaves(g["params"])]
+        group, record, given = group_params.new_group(
+            param_group, self.defaults, self._options,
+            taken={*map(id, current), *self._given},
+            named_groups={r.named for r in self._records},
+            modules_allowed=not isinstance(self._layout, layout.LabelledLayout),
+        )
         self.param_groups.append(group)
-        self._records.append(GroupRecord(state, structure, module, variables, ties, named))
+        self._records.append(record)
         self._given.update((id(leaf), leaf) for leaf in given if isinstance(leaf, jax.Array))
         if self._grad is not None:
             self._grad.append(None)
 
     def _adopt_appended_groups(self) -> None:
-        """Group dicts appended to ``param_groups`` by hand are added as ``add_param_group``
-        would add them (torch steps such a group); an invalid one stays where it was and the
-        error says why."""
-        known = len(self._records)
-        if len(self.param_groups) < known:
-            raise RuntimeError(
-                f"opt.param_groups has {len(self.param_groups)} groups, the optimizer had "
-                f"{known}: groups cannot be removed from a running optimizer"
-            )
-        appended = self.param_groups[known:]
-        del self.param_groups[known:]
-        for done, group in enumerate(appended):
-            try:
-                self.add_param_group(group)
-            except Exception:
-                self.param_groups.extend(appended[done:])
-                raise
+        group_params.adopt_appended(self.param_groups, len(self._records), self.add_param_group)
 
     # -- parameters and gradients in the user's layout ----------------------------------------
 
@@ -268,23 +199,10 @@ class Optimizer(hooks.HookRegistrations):
 
     @grad.setter
     def grad(self, value: PyTree | None) -> None:
-        if value is None:
-            self._grad = None
-            return
-        trees = self._layout.split(value, len(self.param_groups), "grad")
-        groups = [
-            record.leaves_of(
-                group.get("param_names"), tree, group["params"],
-                "grad" if len(trees) == 1 else f"grad of group {index}",
-            )
-            for index, (tree, record, group) in enumerate(zip(trees, self._records, self.param_groups))
-        ]
-        arrays = iter(committed([g for leaves in groups for g in leaves if g is not None]))
-        self._grad = [
-            None if all(g is None for g in leaves)
-            else [None if g is None else next(arrays) for g in leaves]
-            for leaves in groups
-        ]
+        self._grad = None if value is None else group_params.gradient_leaves(
+            self._layout.split(value, len(self.param_groups), "grad"), self._records,
+            self.param_groups,
+        )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clears the gradient: ``None`` when ``set_to_none`` (torch's default), else zeros."""
@@ -311,12 +229,8 @@ class Optimizer(hooks.HookRegistrations):
             self._options.check_types(group, required=self.defaults, index=index)
         for group, record in zip(self.param_groups, self._records):
             structure = self._options.structure(group)
-            if structure != record.structure:  # the state gains or drops fields, keeping others
-                treedef = jax.tree.structure(group["params"])
-                old = dict(collect_fields(record.state, treedef))
-                fresh = self._options.init_state(group, structure, group["params"])
-                kept = [old.get(name, value) for name, value in collect_fields(fresh, treedef)]
-                record.state = committed(replace_fields(fresh, treedef, kept))
+            if structure != record.structure:
+                record.state = committed(self._options.migrated(record.state, group, structure))
                 record.structure = structure
         structures = tuple(r.structure for r in self._records)
         prepared = structures, self._options.vector(self.param_groups, list(structures))
@@ -342,23 +256,17 @@ class Optimizer(hooks.HookRegistrations):
         evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
 
         def fused(trees, states, vector, arrays):
-            (value, changed), grads = jax.value_and_grad(evaluate, has_aux=True)(trees, arrays)
-            grads = [jax.tree.leaves(g) for g in grads]
+            value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
             trees, states = update_groups(self._options, structures, vector, trees, grads, states)
             return value, changed, trees, states
 
         return fused
 
     def _adopt_module_values(self) -> None:
-        """Takes up values put into the groups' nnx Modules since the last step
-        (``nnx.update(model, checkpoint)``), as torch's step starts from its tensors."""
+        """Takes up values put into the groups' nnx Modules since the last step."""
         for group, record in zip(self.param_groups, self._records):
-            if record.variables is None:
-                continue
-            values = [variable.get_value() for variable in record.variables]
-            if any(a is not b for a, b in zip(values, jax.tree.leaves(group["params"]))):
-                group["params"] = committed(jax.tree.structure(group["params"]).unflatten(values))
-                nnx_bridge.set_values(record.variables, group["params"])
+            if record.variables is not None:
+                group["params"] = nnx_bridge.adopted(record.variables, group["params"], committed)
 
     def _commit(self, trees: list, states: list, modules: list, changed: dict) -> None:
         """A step's results become the current params and state; nnx Modules get them too."""
@@ -381,8 +289,7 @@ class Optimizer(hooks.HookRegistrations):
         accumulate, evaluate = self._grad is not None, objective.evaluate
 
         def run(trees, grad, arrays):
-            (value, changed), grads = jax.value_and_grad(evaluate, has_aux=True)(trees, arrays)
-            grads = [jax.tree.leaves(g) for g in grads]
+            value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
             if accumulate:
                 grads = [new if old is None else [n if o is None else o + n for o, n in zip(old, new)]
                          for old, new in zip(grad, grads)]
@@ -442,73 +349,8 @@ class Optimizer(hooks.HookRegistrations):
         self._commit(trees, states, objective.modules, changed)
         return loss
 
-    # -- state ----------------------------------------------------------------------------------
-
-    @property
-    def state(self) -> state_dict_io.StateView:
-        """Per-parameter state with torch's names, e.g. ``opt.state[0]['exp_avg']``."""
-        return state_dict_io.StateView(self._group_params(), self._states())
-
-    def state_dict(self) -> dict[str, Any]:
-        """torch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [...]}]}``.
-
-        Arrays are copies: the dict stays valid after later (donating) steps. Each group lists
-        ``param_names``: the names given as ``(name, array)`` pairs, or the leaves' key paths.
-        Unlike torch's, it lists every parameter's state from the start (fresh before the first
-        step), so a new optimizer's dict is a restore target for a checkpoint (orbax).
-        """
-        self._run_hooks("state_dict_pre", self)
-        self._adopt_appended_groups()
-        result = state_dict_io.build(self._group_params(), self._states(), self.param_groups)
-        return self._run_hooks("state_dict_post", self, result) or result
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restores ``state_dict``, from ``state_dict()`` or from torch; validates before changing.
-
-        Hyperparameter values are taken as saved, as torch takes them (a scheduler may have
-        left an lr a rounding below zero); counts, names, shapes and dtypes are checked. Every
-        array kept is a copy: ``state_dict`` stays valid after later steps. A torch checkpoint
-        (tensors as arrays) loads as torch would load it, see
-        :mod:`optim_jax.stateful.state_dict_io`.
-
-        Raises:
-          ValueError: naming what differs (group count, parameter count, state names, shapes,
-            dtypes); the optimizer is then left as it was. ``TypeError`` for an option of the
-            wrong kind.
-        """
-        state_dict = self._run_hooks("load_state_dict_pre", self, state_dict) or state_dict
-        self._adopt_appended_groups()
-        groups, states, structures = state_dict_io.load(
-            state_dict, self.param_groups, self._options, self.defaults
-        )
-        self.param_groups = groups
-        for record, state, structure in zip(self._records, states, structures):
-            record.state, record.structure = committed(state), structure
-        self._run_hooks("load_state_dict_post", self)
-
-    # -- copies -----------------------------------------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        """What ``copy.deepcopy`` and ``pickle`` keep: params, state, groups, options, the
-        gradient and the nnx Modules. Compiled programs, hooks and caches are rebuilt (torch
-        drops hooks the same way)."""
-        return {k: v for k, v in self.__dict__.items() if k not in _REBUILT}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._compiled, self._prepared = CompileCache(), None
-        self._given, self._hooks = {}, hooks.fresh_hooks()
-        self._commit([committed(t) for t in self._group_params()],
-                     [committed(s) for s in self._states()], [], {})
-        if self._grad is not None:
-            self._grad = [None if g is None else committed(g) for g in self._grad]
-
     def __repr__(self) -> str:
-        lines = [f"{type(self).__name__} ("]
-        for i, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {i}")
-            lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
-        return "\n".join(lines + [")"])
+        return group_params.describe(type(self).__name__, self.param_groups)
 
 
 def update_groups(

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_jax.state_fields import collect_fields, replace_fields
+from optim_jax.stateful.groups import committed
 
 
 def listed(value: Any) -> list:
@@ -230,3 +231,70 @@ def load(
         states.append(replace_fields(template, treedef, values))
         structures.append(structure)
     return groups, states, structures
+
+
+class Checkpointing:
+    """The optimizer's ``state``, ``state_dict``/``load_state_dict`` and copies (``deepcopy``,
+    ``pickle``), over the optimizer's groups and records."""
+
+    _rebuilt: tuple[str, ...] = ()  # attributes a copy rebuilds (see ``_reset_caches``)
+
+
+    @property
+    def state(self) -> StateView:
+        """Per-parameter state with torch's names, e.g. ``opt.state[0]['exp_avg']``."""
+        return StateView(self._group_params(), self._states())
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [...]}]}``.
+
+        Arrays are copies: the dict stays valid after later (donating) steps. Each group lists
+        ``param_names``: the names given as ``(name, array)`` pairs, or the leaves' key paths.
+        Unlike torch's, it lists every parameter's state from the start (fresh before the first
+        step), so a new optimizer's dict is a restore target for a checkpoint (orbax).
+        """
+        self._run_hooks("state_dict_pre", self)
+        self._adopt_appended_groups()
+        result = build(self._group_params(), self._states(), self.param_groups)
+        return self._run_hooks("state_dict_post", self, result) or result
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores ``state_dict``, from ``state_dict()`` or from torch; validates before changing.
+
+        Hyperparameter values are taken as saved, as torch takes them (a scheduler may have
+        left an lr a rounding below zero); counts, names, shapes and dtypes are checked. Every
+        array kept is a copy: ``state_dict`` stays valid after later steps. A torch checkpoint
+        (tensors as arrays) loads as torch would load it, see
+        :mod:`optim_jax.stateful.state_dict_io`.
+
+        Raises:
+          ValueError: naming what differs (group count, parameter count, state names, shapes,
+            dtypes); the optimizer is then left as it was. ``TypeError`` for an option of the
+            wrong kind.
+        """
+        state_dict = self._run_hooks("load_state_dict_pre", self, state_dict) or state_dict
+        self._adopt_appended_groups()
+        groups, states, structures = load(
+            state_dict, self.param_groups, self._options, self.defaults
+        )
+        self.param_groups = groups
+        for record, state, structure in zip(self._records, states, structures):
+            record.state, record.structure = committed(state), structure
+        self._run_hooks("load_state_dict_post", self)
+
+    # -- copies -----------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and ``pickle`` keep: params, state, groups, options, the
+        gradient and the nnx Modules. Compiled programs, hooks and caches are rebuilt (torch
+        drops hooks the same way)."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._rebuilt}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
+        self._commit([committed(t) for t in self._group_params()],
+                     [committed(s) for s in self._states()], [], {})
+        if self._grad is not None:
+            self._grad = [None if g is None else committed(g) for g in self._grad]
+
