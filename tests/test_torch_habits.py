@@ -51,3 +51,18 @@ def test_float64_numpy_params_without_x64_warn():
 def test_a_non_callable_closure_is_named():
     with pytest.raises(TypeError, match="take a closure"):
         make().step(3.0)
+
+
+@pytest.mark.parametrize("call", ["backward", "zero_grad_and_backward"])
+def test_opt_backward_inside_a_closure_is_refused(call):
+    opt = make()
+
+    def closure(params):
+        if call == "zero_grad_and_backward":
+            opt.zero_grad()
+        opt.backward(lambda p: jnp.sum(p["w"]))
+        return jnp.sum(params["w"] ** 2)
+
+    with pytest.raises(RuntimeError, match=r"opt.backward\(\) was called inside the closure"):
+        opt.step(closure)
+    opt.step(lambda p: jnp.sum(p["w"] ** 2))  # still usable

@@ -40,6 +40,21 @@ class Objective(NamedTuple):
     evaluate: Callable
 
 
+class ReentryGuard:
+    """Notices an optimizer's ``backward``/``step`` called from inside its own closure (torch's
+    ``loss.backward()`` habit, as ``opt.backward(...)``), which would otherwise be accepted."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def check(self, name: str) -> None:
+        if self.active:
+            raise RuntimeError(
+                f"opt.{name}() was called inside the closure: the closure only returns the "
+                "loss, and step(closure) differentiates it (drop backward/zero_grad from it)"
+            )
+
+
 def split_closure(
     closure: Callable,
     args: tuple,
@@ -47,6 +62,7 @@ def split_closure(
     trees: list,
     assemble: Callable[[list], Any],
     modules_view: Any = None,
+    guard: ReentryGuard | None = None,
 ) -> Objective:
     """The :class:`Objective` of ``closure(params, *args, **kwargs)``.
 
@@ -58,6 +74,7 @@ def split_closure(
       modules_view: with nnx Modules as params, what the closure receives instead (the modules,
         holding the current values); they are split like any argument, so their arrays are
         known.
+      guard: marked active while the closure runs (it runs while the step is traced).
     """
     if not callable(closure):
         raise TypeError(
@@ -83,7 +100,13 @@ def split_closure(
         fn, fn_args, fn_kwargs, copies = rebuild(traced_arrays)
         if modules_view is None:
             fn_args = (assemble(traced_trees), *fn_args)
-        value = _scalar(_call(fn, fn_args, fn_kwargs))
+        if guard is not None:
+            guard.active = True
+        try:
+            value = _scalar(_call(fn, fn_args, fn_kwargs))
+        finally:
+            if guard is not None:
+                guard.active = False
         inputs = {id(a) for a in traced_arrays}
         return value, nnx_bridge.changed_variables(copies, inputs)
 

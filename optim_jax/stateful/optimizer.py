@@ -43,7 +43,12 @@ from optim_jax.stateful import groups as group_params, hooks, layout, nnx_bridge
 from optim_jax.stateful.compile_cache import CompileCache
 from optim_jax.stateful.group_options import GroupOptions, fingerprint
 from optim_jax.stateful.groups import GroupRecord, committed
-from optim_jax.stateful.objective import Objective, loss_and_gradients, split_closure
+from optim_jax.stateful.objective import (
+    Objective,
+    ReentryGuard,
+    loss_and_gradients,
+    split_closure,
+)
 
 _IGNORED_TORCH_OPTIONS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
 
@@ -113,10 +118,11 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         self._check_group_count(len(self.param_groups))  # after the groups' own checks, as torch
 
     # What a copy rebuilds rather than copies: programs, caches, hooks, the caller's arrays.
-    _rebuilt = ("_compiled", "_prepared", "_given", "_hooks")
+    _rebuilt = ("_compiled", "_prepared", "_given", "_hooks", "_reentry")
 
     def _reset_caches(self) -> None:
         self._compiled, self._prepared, self._hooks = CompileCache(), None, hooks.fresh_hooks()
+        self._reentry = ReentryGuard()
         # id -> each JAX array given as a parameter, so a user's array is recognised later (it
         # is not the optimizer's copy); kept alive so an id is never reused.
         self._given: dict = {}
@@ -247,7 +253,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         if as_modules:
             self._adopt_module_values()
         return split_closure(closure, args, kwargs, self._group_params(), self._assemble,
-                             self.params if as_modules else None)
+                             self.params if as_modules else None, self._reentry)
 
     def _closure_program(self, objective: Objective, structures: tuple) -> Callable:
         """The compiled body of ``step(closure)``: ``(params, states, vector, arrays) -> (loss,
@@ -285,6 +291,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         One compiled call; like torch's ``loss.backward()``, gradients accumulate across calls
         until ``zero_grad()``. Returns the loss.
         """
+        self._reentry.check("backward")
         objective = self._objective(loss_fn, args, kwargs)
         accumulate, evaluate = self._grad is not None, objective.evaluate
 
@@ -311,6 +318,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         update in the same compiled call; ``grad`` is then ``None``. Returns the loss (or
         ``None`` without a closure).
         """
+        self._reentry.check("step")
         for hook in hooks.step_pre_hooks(self._hooks["step_pre"]):
             result = hook(self, (closure, *args), kwargs)
             if result is not None:
@@ -323,8 +331,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
     def _step(self, closure: Callable | None, args: tuple, kwargs: dict) -> jax.Array | None:
         structures, vector = self._prepare()
         if closure is None:
-            if self._records and any(r.module is not None for r in self._records):
-                self._adopt_module_values()
+            self._adopt_module_values()
             if self._grad is None or all(g is None for g in self._grad):
                 raise RuntimeError(
                     "step() needs a gradient: call opt.backward(loss_fn, ...) or assign "
@@ -342,9 +349,8 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         compiled = self._compile(("closure", structures, objective.key),
                                  self._closure_program(objective, structures), (0, 1),
                                  _family(closure))
-        loss, changed, trees, states = compiled(
-            self._group_params(), self._states(), vector, objective.arrays
-        )
+        loss, changed, trees, states = compiled(self._group_params(), self._states(), vector,
+                                                objective.arrays)
         self._grad = None
         self._commit(trees, states, objective.modules, changed)
         return loss
