@@ -43,7 +43,8 @@ from optim_jax.muon import (
     zeropower_via_newtonschulz,
 )
 from optim_jax.nadam import NAdam, NAdamState, nadam, scale_by_nadam
-from optim_jax.stateful.layout import labelled
+from optim_jax.patterns import leaf_names, pattern_labels
+from optim_jax.stateful.layout import groups_by_pattern, labelled
 from optim_jax.stateful.optimizer import Optimizer, required
 from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
 from optim_jax.rmsprop import RMSprop, RMSpropState, rmsprop, scale_by_rms
@@ -104,6 +105,9 @@ __all__ = [
     "inject_hyperparams",
     "InjectHyperparamsState",
     "labelled",
+    "groups_by_pattern",
+    "leaf_names",
+    "pattern_labels",
     "LBFGS",
     "lbfgs",
     "lbfgs_step",

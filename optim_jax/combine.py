@@ -65,16 +65,19 @@ class PartitionState(NamedTuple):
 Labels = Any | Callable[[Params], Any]
 
 
-def label_leaves(labels: Labels, tree: Any) -> tuple[list, Any, list]:
+def label_leaves(labels: Labels, tree: Any, is_leaf: Any = None) -> tuple[list, Any, list]:
     """``(leaves, treedef, label of each leaf)`` for ``tree``.
 
     ``labels`` is a pytree of labels with ``tree``'s structure or a prefix of it (a label on a
-    subtree labels all its leaves), or a function ``tree -> labels``.
+    subtree labels all its leaves), or a function ``tree -> labels``; ``is_leaf`` as
+    ``jax.tree.flatten`` takes it.
     """
     label_tree = labels(tree) if callable(labels) else labels
-    leaves, treedef = jax.tree.flatten(tree)
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_leaf)
     try:
-        full = jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), label_tree, tree)
+        full = jax.tree.map(
+            lambda label, sub: jax.tree.map(lambda _: label, sub, is_leaf=is_leaf), label_tree, tree
+        )
         return leaves, treedef, treedef.flatten_up_to(full)
     except (ValueError, TypeError) as e:
         raise ValueError(

@@ -49,7 +49,7 @@ def test_named_groups_keep_their_names_through_a_state_dict(torch_module):
 def test_a_pytrees_names_are_its_key_paths():
     opt = optim.AdamW({"encoder": {"w": jnp.ones(2)}, "head": [jnp.ones(3)]})
     names = opt.state_dict()["param_groups"][0]["param_names"]
-    assert names == ["['encoder']['w']", "['head'][0]"]
+    assert names == ["encoder.w", "head.0"]
 
 
 @pytest.mark.parametrize("params, message", [

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_jax.base import PyTree
+from optim_jax.patterns import leaf_names
 from optim_jax.stateful import nnx_bridge
 from optim_jax.stateful.layout import checked_leaves
 from optim_jax.stateful.ties import Ties
@@ -134,13 +135,16 @@ def new_group(
         raise ValueError("some parameters appear in more than one parameter group")
     options.check_types(group, required=defaults)
     options.build(group)
-    variables = None if module is None else nnx_bridge.variables_of(group["params"])
+    # A module's variables, or those of a labelled module's group (its tree holds them).
+    holds_variables = any(map(nnx_bridge.is_variable,
+                              jax.tree.leaves(group["params"], is_leaf=nnx_bridge.is_variable)))
+    variables = nnx_bridge.variables_of(group["params"]) if holds_variables else None
     if ties is not None:
         group["params"] = ties.collapse(group["params"])
     if not named:
-        group["param_names"] = path_names(group["params"])
+        group["param_names"] = leaf_names(group["params"])
     group["params"] = committed(group["params"], copy=True)  # the caller's arrays stay valid
-    if module is not None:  # the module holds the very arrays the optimizer steps
+    if variables is not None:  # the module holds the very arrays the optimizer steps
         nnx_bridge.set_values(variables, group["params"])
     structure = options.structure(group)
     state = committed(options.init_state(group, structure, group["params"]))
@@ -165,9 +169,6 @@ def split_names(group: dict[str, Any]) -> bool:
     return True
 
 
-def path_names(tree: PyTree) -> list[str]:
-    """Each leaf's key path, as ``jax.tree_util.keystr`` writes it: a pytree's param names."""
-    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def check_params(tree: PyTree) -> None:

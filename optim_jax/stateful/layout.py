@@ -14,6 +14,8 @@ import jax
 
 from optim_jax.base import PyTree
 from optim_jax.combine import label_leaves
+from optim_jax.patterns import DEFAULT, pattern_labels
+from optim_jax.stateful import nnx_bridge
 
 
 class Labelled:
@@ -24,17 +26,23 @@ class Labelled:
       treedef: the whole tree's structure.
       labels: each leaf's label, in leaf order.
       order: the labels in group order.
+      module: the nnx Module whose params were labelled, or ``None``.
     """
 
-    def __init__(self, groups: list[dict], treedef: Any, labels: list, order: list):
+    def __init__(
+        self, groups: list[dict], treedef: Any, labels: list, order: list, module: Any = None
+    ):
         self.groups, self.treedef, self.labels, self.order = groups, treedef, labels, order
+        self.module = module
 
 
 def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]]) -> Labelled:
     """Param groups over one tree, so ``opt.params`` stays the user's whole tree.
 
     Args:
-      params: the parameter pytree.
+      params: the parameter pytree, or an nnx Module (its ``nnx.Param`` variables are labelled,
+        ``labels`` then has the structure of ``nnx.state(module, nnx.Param)``; the optimizer
+        writes the new values into the module and closures receive the module).
       labels: group labels as :func:`optim_jax.partition` takes them: a pytree with ``params``'
         structure or a prefix of it, or a function ``params -> labels``.
       groups: per-label options overriding the optimiser's defaults, in group order, e.g.
@@ -44,7 +52,10 @@ def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]
       A value to pass as an optimiser's ``params``; ``opt.param_groups[i]['params']`` is then the
       tree with other groups' leaves replaced by ``None``.
     """
-    leaves, treedef, flat_labels = label_leaves(labels, params)
+    module = params if nnx_bridge.is_module(params) else None
+    if module is not None:
+        params = nnx_bridge.params_of(module)
+    leaves, treedef, flat_labels = label_leaves(labels, params, nnx_bridge.is_variable)
     missing = sorted({repr(label) for label in flat_labels if label not in groups})
     if missing:
         raise ValueError(f"labels {', '.join(missing)} have no entry in groups {list(groups)}")
@@ -57,7 +68,37 @@ def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]
         }
         for label, options in groups.items()
     ]
-    return Labelled(group_list, treedef, flat_labels, list(groups))
+    return Labelled(group_list, treedef, flat_labels, list(groups), module)
+
+
+def groups_by_pattern(
+    params: PyTree, patterns: Mapping[str, Mapping[str, Any]]
+) -> Labelled:
+    """Param groups by name pattern: ``{regex: options}``, first match wins, the rest default.
+
+    ``AdamW(groups_by_pattern(params, {r'(bias|scale)$': {'weight_decay': 0.0}}), lr=1e-3,
+    weight_decay=0.1)``: biases and norm scales without weight decay, every other parameter
+    in a last group with the optimizer's defaults. Names are the leaves' dotted key paths
+    (:func:`optim_jax.patterns.leaf_names`); groups follow the patterns' order, the default
+    group (label ``'default'``) last when some leaf matches no pattern. ``opt.params`` stays
+    the whole tree (or the nnx Module).
+
+    Args:
+      params: the parameter pytree or an nnx Module.
+      patterns: regular expression -> options overriding the optimizer's defaults.
+
+    Returns:
+      A value to pass as an optimizer's ``params`` (see :func:`labelled`).
+
+    Raises:
+      ValueError: naming every pattern that matches no parameter.
+    """
+    target = nnx_bridge.params_of(params) if nnx_bridge.is_module(params) else params
+    labels = pattern_labels(target, patterns)
+    groups = {pattern: dict(options) for pattern, options in patterns.items()}
+    if DEFAULT in jax.tree.leaves(labels):
+        groups[DEFAULT] = {}
+    return labelled(params, labels, groups)
 
 
 class TreeLayout:
@@ -98,8 +139,11 @@ class LabelledLayout:
     def __init__(self, labelled_params: Labelled):
         self.treedef = labelled_params.treedef
         self.labels, self.order = labelled_params.labels, labelled_params.order
+        self.module = labelled_params.module
 
     def assemble(self, trees: list) -> PyTree:
+        if self.module is not None:
+            return self.module
         flat = [self.treedef.flatten_up_to(t) for t in trees]
         return self.treedef.unflatten(
             [flat[self.order.index(lab)][i] for i, lab in enumerate(self.labels)]

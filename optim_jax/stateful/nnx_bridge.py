@@ -23,6 +23,12 @@ def is_module(value: Any) -> bool:
     return nnx is not None and isinstance(value, nnx.Module)
 
 
+def is_variable(value: Any) -> bool:
+    """Whether ``value`` is a flax ``nnx.Variable`` (without importing flax if it is not loaded)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(value, nnx.Variable)
+
+
 def params_of(module: Any) -> PyTree:
     """The module's ``nnx.Param`` values as an ``nnx.State`` pytree (the arrays themselves)."""
     from flax import nnx

@@ -249,7 +249,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
     def _objective(self, closure: Callable, args: tuple, kwargs: dict) -> Objective:
         """The closure as a traced objective; groups given as nnx Modules first take up values
         put into them since the last step."""
-        as_modules = any(r.module is not None for r in self._records)
+        as_modules = any(r.variables is not None for r in self._records)
         if as_modules:
             self._adopt_module_values()
         return split_closure(closure, args, kwargs, self._group_params(), self._assemble,
