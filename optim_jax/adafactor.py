@@ -108,12 +108,15 @@ def scale_by_adafactor(
         step = numerics.increment(state.step)
         t = step.astype(dtype)
         one_minus_beta2 = jnp.power(t, jnp.asarray(beta2_decay, dtype))
-        rho = jnp.minimum(jnp.asarray(group_lr, dtype), 1 / jnp.sqrt(t))
+        # torch's rho_t = min(lr, 1 / sqrt(t)) is Python's min: lr unless 1 / sqrt(t) < lr, and
+        # a tensor lr keeps the scalars after it in its dtype (see step_scale)
+        rho = 1 / jnp.sqrt(t)
+        use_lr = ~(rho < group_lr)
 
         def one(g, p, row_var, col_var, variance):
-            alpha = jnp.maximum(
+            scale = jnp.maximum(
                 jnp.asarray(eps2, dtype), norm(p).astype(dtype) / math.sqrt(p.size)
-            ) * rho
+            )
             if g.ndim > 1:
                 row_mean = jnp.square(norm(g, axis=-1, keepdims=True)) / g.shape[-1]
                 row_var = numerics.lerp(row_var, row_mean, one_minus_beta2)
@@ -131,9 +134,12 @@ def scale_by_adafactor(
             denom = jnp.maximum(
                 1.0, norm(direction).astype(dtype) / (math.sqrt(direction.size) * d)
             )
-            u = direction * numerics.like(-alpha / denom, g)
+            # torch's add_(update, alpha=-alpha / denom), alpha = scale * rho_t
+            size = jnp.where(use_lr, numerics.step_scale(group_lr, state.step, denom, scale),
+                             -(scale * rho) / denom)
+            u = direction * numerics.like(size, g)
             if not is_static_zero(weight_decay):
-                u = u - numerics.like(group_lr * weight_decay, p) * p
+                u = numerics.decayed(u, p, numerics.decay_factor(group_lr, weight_decay))
             return u, row_var, col_var, variance
 
         results = jax.tree.map(
@@ -211,6 +217,7 @@ def adafactor(
     """
     if not isinstance(eps, (tuple, list)) or len(eps) != 2:
         raise ValueError(f"Invalid eps: {eps!r} (expected a pair (eps1, eps2))")
+    validation.check_lr_size(lr)
     validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}")
     validation.require(
         lambda v: v <= 0.0, beta2_decay, f"beta2_decay should be <= 0 but is: {beta2_decay}"

@@ -31,7 +31,11 @@ class AdagradState(NamedTuple):
 
 
 def scale_by_adagrad(
-    lr_decay: Any = 0.0, initial_accumulator_value: Any = 0.0, eps: Any = 1e-10
+    lr_decay: Any = 0.0,
+    initial_accumulator_value: Any = 0.0,
+    eps: Any = 1e-10,
+    *,
+    lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """Adagrad's direction, with torch's learning-rate decay folded in.
 
@@ -43,9 +47,13 @@ def scale_by_adagrad(
       lr_decay: :math:`\\eta`, the step size at step ``t`` is ``lr / (1 + (t - 1) * lr_decay)``.
       initial_accumulator_value: :math:`v_0`, the starting value of every ``sum`` element.
       eps: :math:`\\epsilon`, added to the square root.
+      lr: if given, the block emits the step :math:`-\\gamma u_t` itself, with torch's
+        ``clr = lr / (1 + (t - 1) * lr_decay)`` formed as torch forms it (in ``lr``'s dtype
+        for an array, torch's tensor lr).
 
     Returns:
-      The block; multiply by ``-lr`` afterwards (:func:`optim_jax.scale_by_learning_rate`).
+      The block; multiply by ``-lr`` afterwards (:func:`optim_jax.scale_by_learning_rate`),
+      unless built with ``lr``.
     """
 
     def init(params):
@@ -60,11 +68,13 @@ def scale_by_adagrad(
     def update(updates, state, params=None):
         del params
         step = numerics.increment(state.step)
-        # torch's clr = lr / (1 + (step - 1) * lr_decay), its lr part applied by the next block.
-        decay = 1 / (1 + (step.astype(numerics.scalar_dtype()) - 1) * lr_decay)
+        # torch's addcdiv(grad, std, value=-clr), clr = lr / (1 + (step - 1) * lr_decay)
+        scale = numerics.step_scale(
+            lr, state.step, 1 + (step.astype(numerics.scalar_dtype()) - 1) * lr_decay
+        )
         sums = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
         updates = jax.tree.map(
-            lambda g, s: (g * numerics.like(decay, g)) / (jnp.sqrt(s) + numerics.like(eps, s)),
+            lambda g, s: (g * numerics.like(scale, g)) / (jnp.sqrt(s) + numerics.like(eps, s)),
             updates,
             sums,
         )
@@ -120,10 +130,11 @@ def adagrad(
     )
     validation.check_eps(eps)
     return view_as_real(transform.descent(
-        scale_by_adagrad(lr_decay, initial_accumulator_value, eps),
+        scale_by_adagrad(lr_decay, initial_accumulator_value, eps, lr=lr),
         lr,
         weight_decay,
         maximize=maximize,
+        lr_in_core=True,
     ))
 
 

@@ -77,9 +77,10 @@ def adam(
       [ 0.9 -1.9]
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
+    validation.check_beta_kinds(betas)
     return view_as_real(transform.descent(
-        transform.scale_by_adam(betas, eps, amsgrad), lr, weight_decay,
-        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+        transform.scale_by_adam(betas, eps, amsgrad, lr=lr), lr, weight_decay,
+        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay, lr_in_core=True,
     ))
 
 

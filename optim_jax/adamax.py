@@ -32,7 +32,10 @@ class AdamaxState(NamedTuple):
 
 
 def scale_by_adamax(
-    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    *,
+    lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """Adamax's bias-corrected ratio of the first moment to the infinity norm.
 
@@ -44,9 +47,13 @@ def scale_by_adamax(
     Args:
       betas: :math:`(\\beta_1, \\beta_2)`, decays of the first moment and the infinity norm.
       eps: :math:`\\epsilon`, added to :math:`|g_t|` (so :math:`u_t > 0`).
+      lr: if given, the block emits the step :math:`-\\gamma d_t` itself, with torch's
+        ``clr = lr / (1 - beta1**t)`` formed as torch forms it (in ``lr``'s dtype for an
+        array, torch's tensor lr).
 
     Returns:
-      The block, emitting :math:`d_t`; multiply by ``-lr`` afterwards.
+      The block, emitting :math:`d_t` (multiply by ``-lr`` afterwards) or, with ``lr``, the
+      step.
     """
     beta1, beta2 = betas
 
@@ -63,10 +70,9 @@ def scale_by_adamax(
             return jnp.maximum(u * numerics.like(beta2, u), jnp.abs(g) + numerics.like(eps, g))
 
         exp_inf = jax.tree.map(infinity_norm, state.exp_inf, updates)
-        inverse_correction = 1 / numerics.bias_correction(beta1, step)
-        updates = jax.tree.map(
-            lambda m, u: (m * numerics.like(inverse_correction, m)) / u, exp_avg, exp_inf
-        )
+        # torch's addcdiv(exp_avg, exp_inf, value=-clr)
+        scale = numerics.step_scale(lr, state.step, numerics.bias_correction(beta1, step))
+        updates = jax.tree.map(lambda m, u: (m * numerics.like(scale, m)) / u, exp_avg, exp_inf)
         return updates, AdamaxState(step, exp_avg, exp_inf)
 
     return GradientTransformation(init, update)
@@ -110,7 +116,9 @@ def adamax(
       add :math:`\\epsilon` inside the maximum, which the paper does not have.
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
-    return view_as_real(transform.descent(scale_by_adamax(betas, eps), lr, weight_decay, maximize=maximize))
+    return view_as_real(transform.descent(
+        scale_by_adamax(betas, eps, lr=lr), lr, weight_decay, maximize=maximize, lr_in_core=True
+    ))
 
 
 class Adamax(Optimizer):

@@ -100,7 +100,12 @@ def scale_by_asgd(
         ax = jax.tree.map(average, state.ax, new_params)
         step = numerics.increment(state.step)
         t = step.astype(scalars())
-        next_eta = step_lr / (1 + lambd * step_lr * t) ** alpha
+        # torch's lr / ((1 + lambd * lr * step) ** alpha): host floats for a float lr, in the
+        # lr's dtype for an array (torch's tensor lr). The barrier keeps XLA from rewriting
+        # x / y**alpha as x * y**-alpha, which rounds differently.
+        operand = lambda value: numerics.lr_operand(value, step_lr)  # noqa: E731
+        power = (1 + operand(lambd) * step_lr * operand(t)) ** operand(alpha)
+        next_eta = step_lr / jax.lax.optimization_barrier(power)
         next_mu = 1 / jnp.maximum(1, t - t0)
         updates = jax.tree.map(jnp.subtract, new_params, params)
         return updates, ASGDState(

@@ -172,6 +172,8 @@ def scale_by_newton_schulz(
     ns_steps: int = DEFAULT_NS_STEPS,
     eps: Any = EPS,
     adjust_lr_fn: str | None = None,
+    *,
+    lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """Muon's orthogonalisation: ``u -> r(shape) * NS(u)`` for each 2-d update.
 
@@ -185,20 +187,25 @@ def scale_by_newton_schulz(
       eps: :math:`\\epsilon`, the floor of the Frobenius norm the update is divided by.
       adjust_lr_fn: ``None``/``'original'`` (:math:`r = \\sqrt{\\max(1, A/B)}` for an
         :math:`A \\times B` update) or ``'match_rms_adamw'`` (:math:`r = 0.2\\sqrt{\\max(A, B)}`).
+      lr: if given (a float, array or schedule), the block emits the step
+        :math:`-\\gamma r \\, \\mathrm{NS}(u)` itself, with torch's ``adjusted_lr = lr * r``
+        formed as torch forms it (in ``lr``'s dtype for an array, torch's tensor lr).
 
     Returns:
-      A stateless transform (its state is ``EmptyState()``).
+      A stateless transform (its state is ``EmptyState()``; a :class:`~optim_jax.ScheduleState`
+      for a scheduled ``lr``).
     """
 
-    def fn(updates, params):
-        del params
-        return jax.tree.map(
-            lambda u: zeropower_via_newtonschulz(u, ns_coefficients, ns_steps, eps).astype(u.dtype)
-            * adjusted_lr_ratio(u.shape, adjust_lr_fn),
-            updates,
-        )
+    def build(lr):
+        def one(u):
+            ortho = zeropower_via_newtonschulz(u, ns_coefficients, ns_steps, eps).astype(u.dtype)
+            # torch's add_(update, alpha=-adjusted_lr); without lr, the ratio alone
+            scale = numerics.step_scale(lr, None, 1.0, adjusted_lr_ratio(u.shape, adjust_lr_fn))
+            return ortho * numerics.like(scale, u)
 
-    return transform._stateless(fn)
+        return transform._stateless(lambda updates, params: jax.tree.map(one, updates))
+
+    return transform.scheduled(build, lr)
 
 
 def _check_matrices(params: Any) -> None:
@@ -259,6 +266,7 @@ def muon(
       Liu et al., `Muon is Scalable for LLM Training <https://arxiv.org/abs/2502.16982>`_, 2025
       (``adjust_lr_fn='match_rms_adamw'``).
     """
+    validation.check_lr_size(lr)
     validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}")
     validation.require(lambda v: v >= 0.0, momentum, f"momentum should be >= 0 but is: {momentum}")
     validation.require(
@@ -278,10 +286,12 @@ def muon(
 
     core = chain(
         GradientTransformation(init, momentum_block.update),
-        scale_by_newton_schulz(ns_coefficients, ns_steps, eps, adjust_lr_fn),
+        scale_by_newton_schulz(ns_coefficients, ns_steps, eps, adjust_lr_fn, lr=lr),
     )
     # theta <- theta * (1 - lr * weight_decay) - lr * r * NS(...)
-    return transform.descent(core, lr, weight_decay, decoupled_weight_decay=True)
+    return transform.descent(
+        core, lr, weight_decay, decoupled_weight_decay=True, lr_in_core=True
+    )
 
 
 class Muon(Optimizer):

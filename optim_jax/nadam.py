@@ -39,7 +39,11 @@ class NAdamState(NamedTuple):
 
 
 def scale_by_nadam(
-    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8, momentum_decay: Any = 4e-3
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    momentum_decay: Any = 4e-3,
+    *,
+    lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """NAdam's direction: Adam's moments with a Nesterov look-ahead on a momentum schedule.
 
@@ -56,9 +60,14 @@ def scale_by_nadam(
       betas: :math:`(\\beta_1, \\beta_2)`, decay rates of the moment estimates.
       eps: :math:`\\epsilon`, added to the denominator.
       momentum_decay: :math:`\\psi`, how fast :math:`\\mu_t` rises to :math:`\\beta_1`.
+      lr: if given, the block emits the step :math:`-\\gamma d_t` itself, with torch's two
+        step sizes ``-lr * (1 - mu) / (1 - mu_product)`` and ``-lr * mu_next / (1 -
+        mu_product * mu_next)`` formed as torch forms them (in ``lr``'s dtype for an array,
+        torch's tensor lr).
 
     Returns:
-      The block, emitting :math:`d_t`; multiply by ``-lr`` afterwards.
+      The block, emitting :math:`d_t` (multiply by ``-lr`` afterwards) or, with ``lr``, the
+      step.
     """
     beta1, beta2 = betas
     adam = transform.scale_by_adam(betas, eps)  # for its moments (its ratio is unused)
@@ -76,8 +85,9 @@ def scale_by_nadam(
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * momentum_decay)))
         mu_product = state.mu_product * mu.astype(_SCALAR_STATE_DTYPE)
         product = mu_product.astype(mu.dtype)
-        grad_weight = (1.0 - mu) / (1.0 - product)
-        avg_weight = mu_next / (1.0 - product * mu_next)
+        # torch's two addcdiv values, lr first: (-lr * (1 - mu)) / (1 - mu_product), ...
+        grad_weight = numerics.step_scale(lr, state.step, 1.0 - product, 1.0 - mu)
+        avg_weight = numerics.step_scale(lr, state.step, 1.0 - product * mu_next, mu_next)
         correction2 = numerics.bias_correction(beta2, moments.step)
 
         def direction(g, m, v):
@@ -153,11 +163,12 @@ def nadam(
         lambda v: v >= 0.0, momentum_decay, f"Invalid momentum_decay value: {momentum_decay}"
     )
     return view_as_real(transform.descent(
-        scale_by_nadam(betas, eps, momentum_decay),
+        scale_by_nadam(betas, eps, momentum_decay, lr=lr),
         lr,
         weight_decay,
         maximize=maximize,
         decoupled_weight_decay=decoupled_weight_decay,
+        lr_in_core=True,
     ))
 
 

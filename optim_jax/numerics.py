@@ -36,6 +36,75 @@ def like(scalar: Any, leaf: jax.Array) -> Any:
     return jnp.asarray(scalar).astype(leaf.dtype)
 
 
+def lr_operand(value: Any, lr: Any) -> Any:
+    """``value`` as it meets ``lr`` in an lr-derived scalar (``lr / bias_correction1``, ...).
+
+    torch forms these scalars in Python floats (float64 on the host) when ``lr`` is a float, and
+    as 0-d tensor arithmetic in ``lr``'s dtype when it is a tensor: the float operand is rounded
+    to that dtype first and every operation rounds to it. An array ``lr`` here plays torch's
+    tensor lr: ``value`` (a host float or a scalar array) is cast to its dtype, so that JAX's
+    arithmetic with ``lr`` then rounds as torch's does. With a Python number ``lr`` it is
+    returned unchanged and the arithmetic stays in the scalar dtype.
+
+    Args:
+      value: the other operand, e.g. ``1 - beta1**t`` or ``weight_decay``.
+      lr: the learning rate: a Python number, or an array (concrete or traced).
+
+    Returns:
+      ``value`` in ``lr``'s dtype for a floating-point array ``lr``, else ``value`` itself.
+    """
+    if isinstance(lr, (jax.Array, np.ndarray)) and jnp.issubdtype(lr.dtype, jnp.floating):
+        return jnp.asarray(value).astype(lr.dtype)
+    return value
+
+
+def step_scale(lr: Any, count: jax.Array, divisor: Any, multiplier: Any = 1.0) -> Any:
+    """The scalar a core multiplies its direction by, for torch's ``lr * multiplier / divisor``.
+
+    torch's step sizes (``lr / (1 - beta1**t)``, NAdam's ``-lr * (1 - mu) / (1 - mu_product)``,
+    SparseAdam's ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)``) are formed left to right from
+    the (negated) lr, the multiplier and the divisor, in :func:`lr_operand`'s precision.
+
+    Args:
+      lr: the learning rate (float, array or schedule, evaluated at ``count``), or ``None`` when
+        a later block applies it.
+      count: updates done before this one.
+      divisor: the host scalar the product is divided by.
+      multiplier: the host scalar lr is multiplied by first.
+
+    Returns:
+      ``(-lr * multiplier) / divisor`` formed as torch forms it, or ``multiplier / divisor``
+      for ``lr=None``.
+    """
+    if lr is None:
+        return multiplier / divisor
+    step_lr = resolve(lr, count)
+    return (-step_lr * lr_operand(multiplier, step_lr)) / lr_operand(divisor, step_lr)
+
+
+def decay_factor(lr: Any, weight_decay: Any) -> Any:
+    """torch's decoupled decay factor ``1 - lr * weight_decay``, formed as torch forms it.
+
+    Args:
+      lr: the learning rate (a Python number, or an array standing for a tensor lr).
+      weight_decay: :math:`\\lambda`.
+
+    Returns:
+      The factor: a float64 host value (or scalar-dtype array) for a Python ``lr``, an array
+      in ``lr``'s dtype for an array ``lr`` (:func:`lr_operand`).
+    """
+    return 1 - lr * lr_operand(weight_decay, lr)
+
+
+def decayed(update: jax.Array, param: jax.Array, factor: Any) -> jax.Array:
+    """``update + (factor - 1) * param``: torch's ``param.mul_(factor)`` folded into an update.
+
+    ``factor`` is rounded to the param's dtype first, as torch's kernel rounds the scalar it
+    multiplies by; ``factor - 1`` is then exact (Sterbenz), so only the product rounds.
+    """
+    return update + (jnp.asarray(factor).astype(param.dtype) - 1) * param
+
+
 def increment(count: jax.Array) -> jax.Array:
     """``count + 1``, saturating at the int32 maximum instead of wrapping."""
     return jnp.where(count < jnp.iinfo(jnp.int32).max, count + 1, count)

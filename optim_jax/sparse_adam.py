@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.sparse import JAXSparse
 
 from optim_jax import numerics, transform, validation
 from optim_jax.base import (
@@ -61,12 +62,11 @@ def scale_by_sparse_adam(
     def update(updates, state, params=None):
         del params
         step = numerics.increment(state.step)
-        dtype = numerics.scalar_dtype()
-        # step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t), in the scalar dtype
-        step_size = (
-            jnp.asarray(numerics.resolve(lr, state.step), dtype)
-            * jnp.sqrt(numerics.bias_correction(beta2, step))
-            / numerics.bias_correction(beta1, step)
+        # -step_size, step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t) formed as torch
+        # forms it (in lr's dtype for an array, torch's tensor lr)
+        scale = numerics.step_scale(
+            lr, state.step, numerics.bias_correction(beta1, step),
+            jnp.sqrt(numerics.bias_correction(beta2, step)),
         )
 
         def one(g, m, v):
@@ -75,7 +75,7 @@ def scale_by_sparse_adam(
             v_delta = (g * g - v) * numerics.like(1 - beta2, g)
             numer = m_delta + m
             denom = jnp.sqrt(v_delta + v) + numerics.like(eps, g)
-            u = numerics.like(-step_size, g) * (numer / denom)
+            u = numerics.like(scale, g) * (numer / denom)
             return (
                 jnp.where(entry, u, jnp.full_like(u, -0.0)),
                 jnp.where(entry, m + m_delta, m),
@@ -91,8 +91,17 @@ def scale_by_sparse_adam(
     return GradientTransformation(init, update)
 
 
-def _reject_complex(params, group: int = 0) -> None:
-    indices = [[group, i] for i, p in enumerate(jax.tree.leaves(params)) if jnp.iscomplexobj(p)]
+def _reject_unsupported(params, group: int = 0) -> None:
+    """torch's constructor errors, sparse before complex, naming each parameter by
+    ``[group index, index in group]``: a sparse array (``jax.experimental.sparse``, whose data
+    and indices would otherwise pass for two dense leaves) or a complex one."""
+    leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, JAXSparse))
+    sparse = [[group, i] for i, p in enumerate(leaves) if isinstance(p, JAXSparse)]
+    if sparse:
+        raise ValueError(
+            f"Sparse params at indices {sparse}: SparseAdam requires dense parameter tensors"
+        )
+    indices = [[group, i] for i, p in enumerate(leaves) if jnp.iscomplexobj(p)]
     if indices:
         raise ValueError(
             f"Complex params at indices {indices}: SparseAdam does not support complex parameters"
@@ -138,13 +147,14 @@ def sparse_adam(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015 (the dense algorithm).
     """
+    validation.check_lr_size(lr)
     validation.require(lambda v: v > 0.0, lr, f"Invalid learning rate: {lr}")
     validation.require(lambda v: v > 0.0, eps, f"Invalid epsilon value: {eps}")
     validation.check_betas(betas)
     inner = scale_by_sparse_adam(lr, betas, eps)
 
     def init(params):
-        _reject_complex(params)
+        _reject_unsupported(params)
         return inner.init(params)
 
     return transform.descent(GradientTransformation(init, inner.update), None, maximize=maximize)
@@ -166,5 +176,5 @@ class SparseAdam(Optimizer):
     def _add_group(self, param_group):
         # torch names the offending parameter by [group index, index in group]
         if isinstance(param_group, dict):
-            _reject_complex(param_group.get("params"), len(self.param_groups))
+            _reject_unsupported(param_group.get("params"), len(self.param_groups))
         super()._add_group(param_group)

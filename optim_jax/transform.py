@@ -8,7 +8,7 @@ schedules ``step -> value``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,35 +110,77 @@ def clip_grad_norm(max_norm: float, norm_type: float = 2.0) -> GradientTransform
     return _stateless(fn)
 
 
-def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
-    """``u -> -lr * u``, the descent step. ``lr`` may be a schedule ``step -> lr``.
+def scheduled(build: Callable[[Any], GradientTransformation], lr: ScalarOrSchedule
+              ) -> GradientTransformation:
+    """``build(lr)``, a stateless block of the learning rate, with ``lr`` possibly a schedule.
 
-    A schedule is evaluated at the number of updates done before this one (0 at the first step),
-    as torch's lr schedulers set ``lr`` before the first ``optimizer.step()``.
+    A schedule is evaluated at the number of updates done before this one (0 at the first
+    step), as torch's lr schedulers set ``lr`` before the first ``optimizer.step()``.
 
     Args:
-      lr: :math:`\\gamma`, a float, an array, or a schedule ``step -> lr``.
+      build: ``lr -> block``, the block stateless (its state ``EmptyState()``).
+      lr: a float, an array, or a schedule ``step -> lr``.
 
     Returns:
-      A :class:`~optim_jax.GradientTransformation`: stateless for a constant, with a
-      :class:`ScheduleState` for a schedule.
+      ``build(lr)`` for a constant; for a schedule a block with a :class:`ScheduleState`.
     """
     if not callable(lr):
-        return _stateless(
-            lambda updates, params: jax.tree.map(lambda u: u * numerics.like(-lr, u), updates)
-        )
+        return build(lr)
 
     def init(params):
         del params
         return ScheduleState(count=jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
-        del params
-        step_lr = lr(state.count)
-        updates = jax.tree.map(lambda u: u * numerics.like(-step_lr, u), updates)
+        updates, _ = build(lr(state.count)).update(updates, EmptyState(), params)
         return updates, ScheduleState(count=numerics.increment(state.count))
 
     return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
+    """``u -> -lr * u``, the descent step. ``lr`` may be a schedule ``step -> lr``.
+
+    Args:
+      lr: :math:`\\gamma`, a float, an array, or a schedule ``step -> lr`` (see
+        :func:`scheduled`).
+
+    Returns:
+      A :class:`~optim_jax.GradientTransformation`: stateless for a constant, with a
+      :class:`ScheduleState` for a schedule.
+    """
+    return scheduled(lambda lr: _stateless(
+        lambda updates, params: jax.tree.map(lambda u: u * numerics.like(-lr, u), updates)
+    ), lr)
+
+
+def decay_weights(lr: ScalarOrSchedule, weight_decay: Any) -> GradientTransformation:
+    """torch's decoupled weight decay ``p *= 1 - lr * weight_decay``, as an added update.
+
+    ``u -> u + (c - 1) p`` with :math:`c = 1 - \\gamma\\lambda` formed as torch forms it: in
+    float64 on the host for a Python ``lr``, in ``lr``'s dtype for an array (torch's tensor
+    lr, :func:`optim_jax.numerics.lr_operand`), then rounded to each param's dtype. Goes after
+    the step (AdamW's ``theta <- theta * c - step``).
+
+    Args:
+      lr: :math:`\\gamma`, a float, an array or a schedule ``step -> lr``.
+      weight_decay: :math:`\\lambda`.
+
+    Returns:
+      A block whose ``update`` needs ``params``: stateless for a constant ``lr``, with a
+      :class:`ScheduleState` for a schedule.
+    """
+
+    def build(lr):
+        factor = numerics.decay_factor(lr, weight_decay)
+
+        def fn(updates, params):
+            _require_params(params, "decay_weights")
+            return jax.tree.map(lambda u, p: numerics.decayed(u, p, factor), updates, params)
+
+        return _stateless(fn)
+
+    return scheduled(build, lr)
 
 
 class ScheduleState(NamedTuple):
@@ -231,7 +273,11 @@ class AdamState(NamedTuple):
 
 
 def scale_by_adam(
-    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8, amsgrad: bool = False
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    amsgrad: bool = False,
+    *,
+    lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """Adam's bias-corrected moment ratio (Kingma & Ba, 2015), as torch computes it.
 
@@ -247,10 +293,14 @@ def scale_by_adam(
       betas: :math:`(\\beta_1, \\beta_2)`, decay rates of the moment estimates.
       eps: :math:`\\epsilon`, added to the denominator after the bias correction.
       amsgrad: divide by the running maximum of :math:`v_t`.
+      lr: if given (a float, array or schedule), the block emits torch's step
+        :math:`-\\gamma u_t` itself, with torch's ``step_size = lr / (1 - beta1**t)`` formed
+        as torch forms it (in ``lr``'s dtype for an array, torch's tensor lr).
 
     Returns:
-      The block, emitting :math:`u_t`, with an :class:`AdamState`; multiply by ``-lr``
-      afterwards (:func:`scale_by_learning_rate`).
+      The block, emitting :math:`u_t` (multiply by ``-lr`` afterwards,
+      :func:`scale_by_learning_rate`) or, with ``lr``, the step; its state is an
+      :class:`AdamState`.
     """
     beta1, beta2 = betas
 
@@ -282,11 +332,12 @@ def scale_by_adam(
         else:
             max_exp_avg_sq, second = None, exp_avg_sq
 
-        inverse_correction1 = 1 / correction1  # one scalar division, not one per element
+        # one scalar division, not one per element: torch's addcdiv(m, denom, -step_size)
+        scale = numerics.step_scale(lr, state.step, correction1)
 
         def ratio(m, v):
             denom = jnp.sqrt(v) / numerics.like(correction2_sqrt, v) + numerics.like(eps, v)
-            return (m * numerics.like(inverse_correction1, m)) / denom
+            return (m * numerics.like(scale, m)) / denom
 
         updates = jax.tree.map(ratio, exp_avg, second)
         return updates, AdamState(step, exp_avg, exp_avg_sq, max_exp_avg_sq)
@@ -301,35 +352,40 @@ def descent(
     *,
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
+    lr_in_core: bool = False,
 ) -> GradientTransformationExtraArgs:
     """torch.optim's frame around an algorithm's direction ``core``.
 
     .. math::
         g \\leftarrow \\pm g \\,[+ \\lambda \\theta], \\quad
-        u = -\\gamma \\,(\\operatorname{core}(g) \\,[+ \\lambda \\theta])
+        u = -\\gamma \\operatorname{core}(g) \\,[- \\gamma \\lambda \\theta]
 
     The decay term goes before ``core`` (L2 penalty on the gradient) or, with
-    ``decoupled_weight_decay``, after it (``theta *= 1 - lr * weight_decay``); a Python zero
-    ``weight_decay`` leaves it out, so the parameters are not read for it.
+    ``decoupled_weight_decay``, after the step (``theta *= 1 - lr * weight_decay``,
+    :func:`decay_weights`); a Python zero ``weight_decay`` leaves it out, so the parameters are
+    not read for it.
 
     Args:
-      core: the algorithm's block, mapping the (signed, decayed) gradient to a direction.
+      core: the algorithm's block, mapping the (signed, decayed) gradient to a direction (or,
+        with ``lr_in_core``, to the step itself).
       lr: learning rate :math:`\\gamma`, a float, an array or a schedule ``step -> lr``;
-        ``None`` when ``core`` applies its own step size (ASGD's).
+        ``None`` when ``core`` applies its own step size and there is no decoupled decay.
       weight_decay: :math:`\\lambda`.
       maximize: negate the gradient first, to maximise the objective.
       decoupled_weight_decay: decay the weights directly instead of through the gradient.
+      lr_in_core: ``core`` was built with ``lr`` and applies it (where torch forms a step size
+        from it, such as ``lr / (1 - beta1**t)``); ``lr`` then only serves the decoupled decay.
 
     Returns:
-      ``chain(negate?, decay?, core, decay?, scale_by_learning_rate(lr)?)``.
+      ``chain(negate?, L2 decay?, core, scale_by_learning_rate(lr)?, decay_weights?)``.
     """
-    decay = [] if numerics.is_static_zero(weight_decay) else [add_decayed_weights(weight_decay)]
+    decay = not numerics.is_static_zero(weight_decay)
     return placed(chain(
         *([negate()] if maximize else []),
-        *([] if decoupled_weight_decay else decay),
+        *([add_decayed_weights(weight_decay)] if decay and not decoupled_weight_decay else []),
         core,
-        *(decay if decoupled_weight_decay else []),
-        *([] if lr is None else [scale_by_learning_rate(lr)]),
+        *([] if lr is None or lr_in_core else [scale_by_learning_rate(lr)]),
+        *([decay_weights(lr, weight_decay)] if decay and decoupled_weight_decay else []),
     ))
 
 
