@@ -15,10 +15,14 @@ Where torch's class has a closed form (``_get_closed_form_lr``, used by ``step(e
 updates of the chainable schedulers (``lr *= gamma``) are ported as torch writes them, so they
 react to outside changes of ``lr`` as torch's do.
 
-One mechanism differs: torch wraps ``optimizer.step`` to notice a scheduler stepped before the
-optimizer; here a step post-hook (registered once per optimizer) records it, and ``step()``
-gives torch's warning. torch's other warning, about an ``optimizer.step`` replaced after the
-scheduler was built, has no counterpart: a hook survives that.
+One mechanism differs: torch wraps ``optimizer.step`` and flags the optimizer when it steps, to
+warn when a scheduler steps first. Here each scheduler registers a step post-hook through the
+optimizer's public ``register_step_post_hook`` and records in itself that the optimizer has
+stepped since it was built; ``step()`` gives torch's warning. torch's flag counts from the first
+scheduler built on the optimizer, so a second scheduler built after the optimizer stepped, then
+stepped before it, warns here and not in torch (it does skip its first rate). torch's other
+warning, about an ``optimizer.step`` replaced after the scheduler was built, has no
+counterpart: a hook survives that.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Iterator, Sequence, SupportsFloat
 
 from optim_jax import schedules
+from optim_jax.schedules import checks, closed_forms, cyclic, one_cycle, plateau
+from optim_jax.schedules.arithmetic import HOST
 from optim_jax.stateful.optimizer import Optimizer
-from optim_jax.schedules import _HOST
 
 __all__ = [
     "LambdaLR",
@@ -86,18 +91,6 @@ def _param_groups_val_list(optimizer: Optimizer, key: str) -> list[Any]:
     return [group[key] for group in optimizer.param_groups]
 
 
-def _mark_stepped(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-    optimizer._opt_called = True
-
-
-def _track_optimizer_steps(optimizer: Optimizer) -> None:
-    """Records (as torch's ``_opt_called``) whether the optimizer has stepped, once per
-    optimizer, so that ``step()`` can warn when the scheduler steps first."""
-    if not hasattr(optimizer, "_opt_called"):
-        optimizer._opt_called = False
-        optimizer.register_step_post_hook(_mark_stepped)
-
-
 @contextlib.contextmanager
 def _flag(scheduler: Any, name: str) -> Iterator[None]:
     """Sets the boolean attribute ``name`` while the block runs (torch's context managers)."""
@@ -131,6 +124,11 @@ class LRScheduler:
         another value needs ``initial_lr`` in every group (from the optimizer's state dict).
     """
 
+    # Whether the optimizer has stepped since this scheduler was built, for step()'s warning. A
+    # slot, not in __dict__: state_dict() saves __dict__ as torch's does, and torch keeps this
+    # flag (_opt_called) on the optimizer, outside the scheduler's state.
+    __slots__ = ("__dict__", "__weakref__", "_optimizer_stepped")
+
     _get_lr_called_within_step: bool = False
     _is_initial: bool = False
 
@@ -154,8 +152,18 @@ class LRScheduler:
                     )
         self.base_lrs: list[float] = _param_groups_val_list(optimizer, "initial_lr")
         self.last_epoch = last_epoch
-        _track_optimizer_steps(optimizer)
+        self._track_optimizer_steps()
         self._initial_step()
+
+    def _track_optimizer_steps(self) -> None:
+        """Sets ``_optimizer_stepped`` once the optimizer steps, through a step post-hook."""
+        self._optimizer_stepped = False
+
+        def stepped(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+            self._optimizer_stepped = True
+            handle.remove()  # the flag never resets, so the first step is all it needs
+
+        handle = self.optimizer.register_step_post_hook(stepped)
 
     def _initial_step(self) -> None:
         """Resets the step count and takes the initial step."""
@@ -185,7 +193,7 @@ class LRScheduler:
         Call it after ``optimizer.step()``. ``epoch`` (deprecated, as in torch) jumps to that
         step, through the closed form where the class has one.
         """
-        if self._step_count == 1 and not self.optimizer._opt_called:
+        if self._step_count == 1 and not self._optimizer_stepped:
             warnings.warn(
                 "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
                 "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
@@ -239,7 +247,7 @@ class _LambdaScheduler(LRScheduler):
             self.lr_lambdas = list(lr_lambda)
         if self._require_callable:
             for fn in self.lr_lambdas:
-                schedules._check_lr_lambda(fn)
+                checks.check_lr_lambda(fn)
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -397,7 +405,7 @@ class ConstantLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        schedules._check_constant_factor(factor)
+        checks.check_constant_factor(factor)
         self.factor = factor
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
@@ -440,7 +448,7 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        schedules._check_linear_factors(start_factor, end_factor)
+        checks.check_linear_factors(start_factor, end_factor)
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -670,9 +678,9 @@ class SequentialLR(_SchedulerList):
         milestones: list[int],
         last_epoch: int = -1,
     ) -> None:
-        schedules._check_schedule_count(self.__class__.__name__, len(schedulers))
+        checks.check_schedule_count(self.__class__.__name__, len(schedulers))
         _check_schedulers(self.__class__.__name__, schedulers, optimizer)
-        schedules._check_milestone_count(len(schedulers), len(milestones))
+        checks.check_milestone_count(len(schedulers), len(milestones))
         self._schedulers = schedulers
         self._milestones = milestones
         self.last_epoch = last_epoch + 1
@@ -722,7 +730,7 @@ class ChainedScheduler(_SchedulerList):
     def __init__(
         self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None
     ) -> None:
-        schedules._check_schedule_count(self.__class__.__name__, len(schedulers), " to be chained")
+        checks.check_schedule_count(self.__class__.__name__, len(schedulers), " to be chained")
         optimizer = optimizer or schedulers[0].optimizer
         _check_schedulers(self.__class__.__name__, schedulers, optimizer)
         self._schedulers = schedulers
@@ -767,7 +775,7 @@ class ReduceLROnPlateau(LRScheduler):
         min_lr: list[float] | float = 0,
         eps: float = 1e-8,
     ) -> None:
-        schedules._check_plateau_factor(factor)
+        checks.check_plateau_factor(factor)
         self.factor = factor
         _check_optimizer(optimizer)
         self.optimizer = optimizer
@@ -811,10 +819,10 @@ class ReduceLROnPlateau(LRScheduler):
         else:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self.last_epoch = epoch
-        self.best, self.num_bad_epochs, self.cooldown_counter, reduce = schedules._plateau_step(
+        self.best, self.num_bad_epochs, self.cooldown_counter, reduce = plateau.plateau_step(
             current, self.best, self.num_bad_epochs, self.cooldown_counter,
             mode=self.mode, threshold=self.threshold, threshold_mode=self.threshold_mode,
-            patience=self.patience, cooldown=self.cooldown, ops=_HOST,
+            patience=self.patience, cooldown=self.cooldown, ops=HOST,
         )
         if reduce:
             self._reduce_lr(epoch)
@@ -834,8 +842,8 @@ class ReduceLROnPlateau(LRScheduler):
                 )
             self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
         for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
-            group["lr"] = schedules._plateau_reduced_lr(
-                float(group["lr"]), self.factor, min_lr, self.eps, _HOST
+            group["lr"] = plateau.plateau_reduced_lr(
+                float(group["lr"]), self.factor, min_lr, self.eps, HOST
             )
 
     @property
@@ -844,7 +852,7 @@ class ReduceLROnPlateau(LRScheduler):
         return self.cooldown_counter > 0
 
     def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
-        schedules._check_plateau_modes(mode, threshold_mode)
+        checks.check_plateau_modes(mode, threshold_mode)
         self.mode_worse = math.inf if mode == "min" else -math.inf
         self.mode = mode
         self.threshold = threshold
@@ -935,8 +943,8 @@ class CyclicLR(LRScheduler):
             for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
                 group["lr"] = lr
         self.max_lrs = _format_param("max_lr", optimizer, max_lr)
-        self.total_size, self.step_ratio = schedules._cyclic_sizes(step_size_up, step_size_down)
-        schedules._check_cyclic_mode(mode, scale_fn)
+        self.total_size, self.step_ratio = cyclic.cyclic_sizes(step_size_up, step_size_down)
+        checks.check_cyclic_mode(mode, scale_fn)
         self.mode = mode
         self.gamma = gamma
         self._scale_fn_custom = scale_fn
@@ -956,7 +964,7 @@ class CyclicLR(LRScheduler):
     def _init_scale_fn(self) -> None:
         if self._scale_fn_custom is not None:
             return
-        self._scale_fn_ref, self.scale_mode = schedules._cyclic_builtin_scale(
+        self._scale_fn_ref, self.scale_mode = cyclic.cyclic_builtin_scale(
             self.mode, self.gamma
         )
 
@@ -970,9 +978,9 @@ class CyclicLR(LRScheduler):
         return self._scale_fn_ref(x)
 
     def _height(self, low: float, high: float) -> float:
-        return schedules._cyclic_height(
+        return cyclic.cyclic_height(
             self.last_epoch, low, high, self.total_size, self.step_ratio, self.scale_fn,
-            self.scale_mode, _HOST,
+            self.scale_mode, HOST,
         )
 
     def get_lr(self) -> list[float]:
@@ -1044,7 +1052,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         eta_min: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        schedules._check_warm_restarts(T_0, T_mult, eta_min)
+        checks.check_warm_restarts(T_0, T_mult, eta_min)
         self.T_0 = T_0
         self.T_i = T_0
         self.T_mult = T_mult
@@ -1056,7 +1064,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         """The cosine of ``T_cur / T_i`` between each initial lr and ``eta_min``."""
         _warn_get_lr_called_within_step(self)
         return [
-            schedules._cosine(base_lr, self.eta_min, self.T_cur, self.T_i, _HOST)
+            closed_forms.cosine(base_lr, self.eta_min, self.T_cur, self.T_i, HOST)
             for base_lr in self.base_lrs
         ]
 
@@ -1137,11 +1145,11 @@ class OneCycleLR(LRScheduler):
     ) -> None:
         _check_optimizer(optimizer)
         self.optimizer = optimizer
-        self.total_steps = schedules._one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
-        self._schedule_phases = schedules._one_cycle_phases(
+        self.total_steps = checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
+        self._schedule_phases = one_cycle.one_cycle_phases(
             self.total_steps, pct_start, three_phase
         )
-        schedules._check_one_cycle(pct_start, anneal_strategy)
+        checks.check_one_cycle(pct_start, anneal_strategy)
         self._anneal_func_type = anneal_strategy
         max_lrs = _format_param("max_lr", self.optimizer, max_lr)
         if last_epoch == -1:
@@ -1167,15 +1175,15 @@ class OneCycleLR(LRScheduler):
                 f"Tried to step {step_num} times. The specified number of total steps is "
                 f"{self.total_steps}"
             )
-        anneal = schedules._ANNEALING[self._anneal_func_type]
+        anneal = one_cycle.ANNEALING[self._anneal_func_type]
         lrs = []
         for group in self.optimizer.param_groups:
-            lrs.append(schedules._one_cycle_value(
-                step_num, self._schedule_phases, group, anneal, "lr", _HOST
+            lrs.append(one_cycle.one_cycle_value(
+                step_num, self._schedule_phases, group, anneal, "lr", HOST
             ))
             if self.cycle_momentum:
-                momentum = schedules._one_cycle_value(
-                    step_num, self._schedule_phases, group, anneal, "momentum", _HOST
+                momentum = one_cycle.one_cycle_value(
+                    step_num, self._schedule_phases, group, anneal, "momentum", HOST
                 )
                 _set_momentum(group, momentum, self.use_beta1)
         return lrs
