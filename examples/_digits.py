@@ -167,23 +167,19 @@ class Curves:
         return [loss, acc]
 
 
-def argument_parser(doc: str, script: str, *, plot_by_default: bool = True,
-                    epochs: int | None = None, lr: float | None = None,
+def argument_parser(doc: str, script: str, *, epochs: int | None = None, lr: float | None = None,
                     lr_help: str = "learning rate",
                     seeds: str = "initialisation and shuffling") -> argparse.ArgumentParser:
     """A parser with the options every example has, ``--plot`` and ``--fast``, and those of the
     training examples, each with the example's own default.
 
-    ``--plot`` defaults to ``<script name>.png`` in the current directory, or with
-    ``plot_by_default=False`` to no plot. ``epochs`` adds ``--epochs`` and ``--seed``, whose help
+    ``--plot`` defaults to ``<script name>.png`` in the current directory: every example saves
+    its curves, as the README says. ``epochs`` adds ``--epochs`` and ``--seed``, whose help
     says it seeds ``seeds``; ``lr`` adds ``--lr``, which ``lr_help`` describes.
     """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    if plot_by_default:
-        parser.add_argument("--plot", metavar="PATH", default=f"{Path(script).stem}.png",
-                            help="where to save the PNG of the curves (default: %(default)s)")
-    else:
-        parser.add_argument("--plot", metavar="PATH", help="save a PNG of the curves there")
+    parser.add_argument("--plot", metavar="PATH", default=f"{Path(script).stem}.png",
+                        help="where to save the PNG of the curves (default: %(default)s)")
     parser.add_argument("--fast", action="store_true",
                         help="a short run, as the tests use")
     if epochs is not None:

@@ -22,7 +22,8 @@ class InjectHyperparamsState(NamedTuple):
     Attributes:
       count: updates made (an int32 scalar); schedules are evaluated at it.
       hyperparams: ``{name: array}`` used by the last update; replace entries between steps
-        (same dtype) to change them without recompiling.
+        with :func:`jax.numpy.full_like` of the stored value (same dtype, same devices) to
+        change them without recompiling.
       inner_state: the wrapped transform's state.
     """
 
@@ -56,10 +57,13 @@ def inject_hyperparams(
 
     ``inject_hyperparams(optim_jax.adam)(lr=1e-3, betas=(0.9, 0.999))`` behaves as
     ``optim_jax.adam(...)`` but keeps ``lr``, ``betas``, ``eps`` and ``weight_decay`` in
-    ``state.hyperparams``; replace them there between steps with arrays of the stored dtype
-    (``state.hyperparams['lr'] = jnp.asarray(1e-4, jnp.float32)``; a Python float or a weakly
-    typed array changes the jit signature) and the same compiled step runs with the new values. A callable hyperparameter is a schedule
-    evaluated at the step count. Booleans, strings and ``static_args`` stay Python constants.
+    ``state.hyperparams``; replace them there between steps with arrays like the stored ones,
+    ``state.hyperparams['lr'] = jnp.full_like(state.hyperparams['lr'], 1e-4)``, and the same
+    compiled step runs with the new values. jit compiles again for an argument of another dtype
+    (a Python float, a weakly typed array) or placement: ``jnp.asarray(1e-4, jnp.float32)`` is
+    not committed to a device, while the state of params placed on devices is, as is what a
+    jitted step returns from it. A callable hyperparameter is a schedule evaluated at the step
+    count. Booleans, strings and ``static_args`` stay Python constants.
 
     Args:
       factory: a function returning a transform, e.g. ``optim_jax.sgd``.

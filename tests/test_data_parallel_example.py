@@ -17,12 +17,13 @@ SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "data_parallel.py
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[str, Path]:
-    plot = tmp_path_factory.mktemp("data_parallel") / "loss.png"
+    """The script's output, and the PNG it saved where it saves one by default."""
+    cwd = tmp_path_factory.mktemp("data_parallel")
     # Without a device count of the caller's, the script makes its own 8 devices.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, str(SCRIPT), "--fast", "--plot", str(plot)], env=env,
+    out = subprocess.run([sys.executable, str(SCRIPT), "--fast"], cwd=cwd, env=env,
                          check=True, capture_output=True, text=True, timeout=300)
-    return out.stdout, plot
+    return out.stdout, cwd / "data_parallel.png"
 
 
 def held_bytes(stdout: str) -> dict[int, tuple[int, int]]:
@@ -49,5 +50,5 @@ def test_adamw_state_is_two_moments_per_param_slice_and_one_step_counter(run):
         assert state == 2 * params + 4
 
 
-def test_loss_plot_is_a_png(run):
+def test_loss_plot_is_saved_by_default_as_a_png(run):
     assert run[1].read_bytes().startswith(b"\x89PNG")

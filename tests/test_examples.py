@@ -12,8 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_example(script: str, cwd: Path, *flags: str) -> str:
-    """Runs ``examples/<script>`` with ``flags`` in ``cwd``; returns its stdout."""
+def run_example(script: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
+    """Runs ``examples/<script>`` with ``flags`` in ``cwd``; returns its output (the progress
+    bar is on stderr)."""
     # The checkout under test comes first on the path, whatever is installed.
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     completed = subprocess.run(
@@ -21,7 +22,7 @@ def run_example(script: str, cwd: Path, *flags: str) -> str:
         env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
-    return completed.stdout
+    return completed
 
 
 def assert_png(path: Path) -> None:
@@ -37,28 +38,34 @@ def printed_accuracy(stdout: str) -> float:
 
 def test_quickstart_as_the_readme_runs_it(tmp_path):
     """``python examples/quickstart.py``: about 97%, the plot in the current directory."""
-    stdout = run_example("quickstart.py", tmp_path)
+    stdout = run_example("quickstart.py", tmp_path).stdout
     assert printed_accuracy(stdout) >= 0.95
     assert_png(tmp_path / "quickstart.png")
 
 
-@pytest.mark.parametrize("script, flags, min_accuracy", [
-    ("quickstart.py", [], 0.90),
-    ("train_with_scheduler.py", [], 0.92),
-    ("train_with_scheduler.py", ["--optimizer", "adamw"], 0.88),
-    ("functional_loop.py", [], 0.90),
+EPOCH_METRICS = ["loss=", "test_acc="]  # what the progress bar shows after each epoch
+
+
+@pytest.mark.parametrize("script, flags, min_accuracy, progress", [
+    ("quickstart.py", [], 0.90, EPOCH_METRICS),
+    ("train_with_scheduler.py", [], 0.92, [*EPOCH_METRICS, "lr_hidden=", "lr_output="]),
+    ("train_with_scheduler.py", ["--optimizer", "adamw"], 0.88,
+     [*EPOCH_METRICS, "lr_hidden=", "lr_output="]),
+    ("functional_loop.py", [], 0.90, EPOCH_METRICS),
 ], ids=["quickstart", "scheduler-SGD", "scheduler-AdamW", "functional-loop"])
-def test_training_example_fast(script, flags, min_accuracy, tmp_path):
+def test_training_example_fast(script, flags, min_accuracy, progress, tmp_path):
     plot = tmp_path / "curves.png"
-    stdout = run_example(script, tmp_path, "--fast", "--plot", str(plot), *flags)
-    assert printed_accuracy(stdout) >= min_accuracy
-    assert f"saved to {plot}" in stdout
+    completed = run_example(script, tmp_path, "--fast", "--plot", str(plot), *flags)
+    assert printed_accuracy(completed.stdout) >= min_accuracy
+    assert f"saved to {plot}" in completed.stdout
+    last_update = completed.stderr.split("\r")[-1]  # the progress bar after the last epoch
+    assert all(key in last_update for key in progress), last_update
     assert_png(plot)
 
 
 def test_lbfgs_faces_agree_with_scipy(tmp_path):
     plot = tmp_path / "lbfgs.png"
-    stdout = run_example("lbfgs_logistic.py", tmp_path, "--fast", "--plot", str(plot))
+    stdout = run_example("lbfgs_logistic.py", tmp_path, "--fast", "--plot", str(plot)).stdout
     rows = {
         match["solver"]: match
         for match in re.finditer(
@@ -79,7 +86,7 @@ def test_lbfgs_faces_agree_with_scipy(tmp_path):
 
 def test_nnx_example_trains_and_writes_dropout_keys_back(tmp_path):
     plot = tmp_path / "nnx.png"
-    stdout = run_example("nnx_model.py", tmp_path, "--fast", "--plot", str(plot))
+    stdout = run_example("nnx_model.py", tmp_path, "--fast", "--plot", str(plot)).stdout
     assert printed_accuracy(stdout) >= 0.88
     drawn = re.search(r"^dropout keys drawn: (\d+) \(one per step: (\d+)\)$", stdout,
                       re.MULTILINE)

@@ -146,25 +146,44 @@ def test_inject_hyperparams_equals_plain_transform(problem):
     assert int(state.count) == len(grads)
 
 
-def test_inject_hyperparams_changes_values_without_recompiling(problem):
-    params, grads = problem
-    traces = []
+def _compiles_of_steps_with_new_hyperparams(params, grads, xla_compilations):
+    """Steps a jitted update, setting lr and momentum between steps the documented way; returns
+    the XLA compilations the steps made (not the arrays set between them)."""
     tx = optim.inject_hyperparams(optim.sgd)(lr=0.1, momentum=0.0)
 
     @jax.jit
     def step(params, state, grads):
-        traces.append(1)
         updates, state = tx.update(grads, state, params)
         return optim.apply_updates(params, updates), state
 
-    state = tx.init(params)
-    p, state = step(params, state, grads[0])
-    # Same dtype as stored (not a weakly typed jnp.asarray(0.0)), so jit sees the same signature.
-    state.hyperparams["lr"] = jnp.asarray(0.0, jnp.float32)
-    state.hyperparams["momentum"] = jnp.asarray(0.9, jnp.float32)
-    p2, state = step(p, state, grads[1])
-    assert len(traces) == 1
-    chex.assert_trees_all_equal(p2, p)  # lr 0 -> no move
+    state, compiles, moved = tx.init(params), 0, []
+    for i, new in enumerate([{}, {"lr": 0.0, "momentum": 0.9}, {"lr": 0.05}]):
+        for name, value in new.items():
+            state.hyperparams[name] = jnp.full_like(state.hyperparams[name], value)
+        before = xla_compilations()
+        new_params, state = step(params, state, grads[i])
+        compiles += xla_compilations() - before
+        moved.append(not jax.tree.all(jax.tree.map(jnp.array_equal, new_params, params)))
+        params = new_params
+    assert moved == [True, False, True]  # lr 0 -> no move: the new values were used
+    return compiles
+
+
+def test_inject_hyperparams_changes_values_without_recompiling(problem, xla_compilations):
+    """Params committed to a device, as sharded params and a jitted step's outputs are: the
+    state is committed there too, and so is what the README's recipe assigns."""
+    params, grads = problem
+    params = jax.device_put(params, jax.devices()[0])
+    assert _compiles_of_steps_with_new_hyperparams(params, grads, xla_compilations) == 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "numerics.zeros_like commits state leaves to an uncommitted param's device, while the "
+    "step count and hyperparameters stay uncommitted: the first step's inputs are mixed, the "
+    "second's all committed, so jit compiles twice (plain optim.adam too)"))
+def test_inject_hyperparams_on_default_placed_params_compiles_once(problem, xla_compilations):
+    params, grads = problem
+    assert _compiles_of_steps_with_new_hyperparams(params, grads, xla_compilations) == 1
 
 
 def test_inject_hyperparams_evaluates_schedules_at_the_step_count(problem):
