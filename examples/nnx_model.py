@@ -1,16 +1,18 @@
 """A flax nnx model trained with optim_jax's torch-style optimizer: the module is the params.
 
-* ``optim_jax.AdamW([{'params': model.features}, {'params': model.classifier, 'lr': ...}])``
-  takes submodules as param groups, as torch takes ``model.features.parameters()``;
+* ``optim_jax.AdamW(optim_jax.groups_by_pattern(model, {...}))`` takes the module with param
+  groups by name pattern: the classifier at a third of the lr, and no weight decay on the
+  features' biases and batch-norm scales (the recipe torch users write as a loop over
+  ``named_parameters()``);
 * ``opt.step(closure)`` differentiates the closure, which uses the model as usual
   (``model(x)``), and writes the new values back into the module: no ``nnx.split``/``merge``,
   no ``nnx.Optimizer``; dropout's RNG counter and batch norm's running statistics, which the
   forward pass changes, are written back too;
-* ``lr_scheduler.CosineAnnealingLR`` drives both groups' rates, as in torch.
+* ``lr_scheduler.CosineAnnealingLR`` drives every group's rate, as in torch.
 
 The model is a small CNN (two 3x3 convolutions with batch norm, dropout, a linear classifier) on
 scikit-learn's 8x8 digits (bundled, no download); about 98% test accuracy in under a minute on
-2 CPU cores. The curves (loss, accuracy, both groups' lr) go to ``nnx_model.png`` (``--plot
+2 CPU cores. The curves (loss, accuracy, each group's lr) go to ``nnx_model.png`` (``--plot
 PATH`` to change it); ``--fast`` trains 3 epochs.
 
 Run it with::
@@ -71,10 +73,11 @@ def main(argv: Sequence[str] | None = None) -> float:
     steps_per_epoch = len(data.x_train) // BATCH_SIZE
 
     model = CNN(nnx.Rngs(args.seed))
-    opt = optim_jax.AdamW(
-        [{"params": model.features}, {"params": model.classifier, "lr": args.lr / 3}],
-        lr=args.lr, weight_decay=1e-4,
-    )
+    groups = optim_jax.groups_by_pattern(model, {
+        r"^classifier\.": {"lr": args.lr / 3},       # first match wins: the whole classifier
+        r"(bias|scale)$": {"weight_decay": 0.0},     # the features' biases and norm scales
+    })                                               # the rest (conv kernels): the defaults
+    opt = optim_jax.AdamW(groups, lr=args.lr, weight_decay=1e-4)
     scheduler = lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
 
     def evaluate(model: CNN, x: jax.Array) -> jax.Array:
@@ -84,15 +87,15 @@ def main(argv: Sequence[str] | None = None) -> float:
         return logits
 
     curves = Curves(evaluate, data)
-    rates: list[list[float]] = [[], []]
+    rates: list[list[float]] = [[] for _ in opt.param_groups]
     progress = trange(epochs, desc="training", unit="epoch")
     for _ in progress:
         step_losses = []
         for batch in epoch_batches(rng, len(data.x_train), BATCH_SIZE):
             x, y = jnp.asarray(data.x_train[batch]), jnp.asarray(data.y_train[batch])
-            # The groups are submodules; the closure uses the whole model it closes over, whose
-            # Param values inside the compiled step are the optimizer's.
-            step_losses.append(opt.step(lambda groups: loss_fn(model, x, y)))
+            # The closure receives the model, whose Param values inside the compiled step are
+            # the optimizer's.
+            step_losses.append(opt.step(loss_fn, x, y))
             for rate, group in zip(rates, opt.param_groups):
                 rate.append(group["lr"])
             scheduler.step()
@@ -103,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     print(f"dropout keys drawn: {int(model.classifier.layers[0].rngs.count[...])} "
           f"(one per step: {epochs * steps_per_epoch})")
     steps = np.arange(1, len(rates[0]) + 1)
+    names = ["classifier", "feature biases, scales", "conv kernels"]
     lr_panel = Panel("learning rate", "step", "lr", {
-        "features": (steps, rates[0]), "classifier": (steps, rates[1])})
+        name: (steps, rate) for name, rate in zip(names, rates)})
     save_panels(args.plot, "nnx CNN on digits, optim_jax.AdamW + CosineAnnealingLR",
                 [*curves.panels(), lr_panel])
     print(f"loss, accuracy and lr curves saved to {args.plot}")
