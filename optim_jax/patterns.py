@@ -23,7 +23,14 @@ DEFAULT = "default"
 
 
 def leaf_names(params: PyTree) -> list[str]:
-    """Every leaf's dotted key path, in leaf order (an nnx ``Variable`` counts as a leaf)."""
+    """Every leaf's dotted key path, in leaf order: what patterns and ``param_names`` read.
+
+    Args:
+      params: a pytree, or an nnx Module's state (an ``nnx.Variable`` counts as a leaf).
+
+    Returns:
+      The names, e.g. ``['encoder.bias', 'encoder.kernel', 'head.0']``.
+    """
     nnx = sys.modules.get("flax.nnx")
     is_variable = None if nnx is None else (lambda x: isinstance(x, nnx.Variable))
     flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_variable)[0]

@@ -514,3 +514,16 @@ def test_scheduled_training_compiles_the_step_once_and_follows_torch(torch_modul
     assert traces.n == 1  # ... and the step compiled once
     for x, y in zip(opt.params, tensors):
         np.testing.assert_allclose(np.asarray(x), y.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_scheduler_tracks_optimizer_steps_in_itself_not_on_the_optimizer():
+    import jax.numpy as jnp
+    import optim_jax
+
+    opt = optim_jax.SGD({"w": jnp.ones(2)}, lr=0.1)
+    scheduler = lr_scheduler.StepLR(opt, 3)
+    assert not hasattr(opt, "_opt_called")
+    assert len(opt._hooks["step_post"]) == 1
+    opt.step(lambda p: jnp.sum(p["w"]))
+    scheduler.step()
+    assert not hasattr(opt, "_opt_called") and len(opt._hooks["step_post"]) == 0
