@@ -13,6 +13,20 @@ compiled call, and it works under ``jax.vmap`` (many problems solved at once).
 
 Beyond torch: a non-finite loss or gradient stops the step without taking the move that produced
 it, and ``state.nonfinite`` says so (torch would carry NaNs into the parameters).
+
+Precision. torch keeps the losses, the step length ``t`` and the line search's brackets and bounds
+as Python floats (float64) until they meet a tensor: ``t`` becomes a tensor on the very first
+iteration when ``1/|g|_1 < 1``, and where a cubic's minimiser (a tensor) is taken; the
+directional derivatives are tensors throughout. With float32 params this is float32 arithmetic
+for some scalars and float64 for others, decided as the search runs. Here each such scalar is a
+:class:`optim_jax.numerics.Mixed`, which carries that kind and rounds as torch does. float64
+inside one compiled call needs ``jax_enable_x64``, which float32 users rarely turn on, so a
+float is a double-float (two float32 numbers, about 48 bits, error-free additions and products
+with no float64 and no reliance on XLA not fusing multiply-adds); its value as a tensor sees it
+is the nearest float32, as torch's. Computing the scalars on the host would cost a device round
+trip per line-search evaluation and split the step into many calls. An ``lr`` that arrives
+traced (the stateful classes' hyperparameters) carries the precision it arrives with: float32
+when x64 is off. The float64 path is plain float64 as before.
 """
 
 from __future__ import annotations
@@ -23,10 +37,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from optim_jax import numerics, validation
+from optim_jax.numerics import Mixed, py_max, py_min, select
 from optim_jax.base import GradientTransformationExtraArgs, Params
 from optim_jax.stateful.optimizer import Optimizer
 from optim_jax.sharding import place_state
@@ -131,10 +147,6 @@ def _sum_abs(tree: Params) -> jax.Array:
     return sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree))
 
 
-def _select(condition: jax.Array, a: Params, b: Params) -> Params:
-    return jax.tree.map(lambda x, y: jnp.where(condition, x, y), a, b)
-
-
 def _history_zeros(leaf: jax.Array, history_size: int) -> jax.Array:
     """``history_size`` zero rows shaped like ``leaf``, sharded like it along the row axes."""
     shape, dtype = (history_size,) + jnp.shape(leaf), jnp.result_type(leaf)
@@ -162,29 +174,28 @@ def init_state(params: Params, history_size: int) -> LBFGSState:
     )
 
 
-def _py_max(a, b):
-    """Python's ``max(a, b)``: ``b`` only if ``b > a`` (so NaN and ties behave as in torch)."""
-    return jnp.where(b > a, b, a)
+def _cubic_interpolate(x1: Mixed, f1, g1, x2: Mixed, f2, g2, bounds=None) -> Mixed:
+    """Minimiser of the cubic through two points with slopes, clamped to ``bounds``.
 
-
-def _py_min(a, b):
-    return jnp.where(b < a, b, a)
-
-
-def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
-    """Minimiser of the cubic through two points with slopes, clamped to ``bounds``."""
+    With torch's operand kinds: the abscissae and bounds are floats or tensors (``Mixed``),
+    the losses ``f1``, ``f2`` floats (values of the params' dtype, so exact there), the slopes
+    ``g1``, ``g2`` tensors; the minimiser is a tensor, a bound keeps its kind.
+    """
     if bounds is None:
-        bounds = (jnp.where(x1 <= x2, x1, x2), jnp.where(x1 <= x2, x2, x1))
+        ordered = x1.le(x2)
+        bounds = (select(ordered, x1, x2), select(ordered, x2, x1))
     xmin, xmax = bounds
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1**2 - g1 * g2
-    d2 = jnp.sqrt(jnp.maximum(d2_square, 0))
-    min_pos = jnp.where(
-        x1 <= x2,
+    dtype = x1.hi.dtype
+    g1, g2 = Mixed.of_tensor(g1), Mixed.of_tensor(g2)
+    d1 = g1 + g2 - 3 * (Mixed.host(f1, dtype) - Mixed.host(f2, dtype)) / (x1 - x2)
+    d2_square = d1 * d1 - g1 * g2
+    d2 = Mixed.of_tensor(jnp.sqrt(jnp.maximum(d2_square.hi, 0)))
+    min_pos = select(
+        x1.le(x2),
         x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
         x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
     )
-    return jnp.where(d2_square >= 0, _py_min(_py_max(min_pos, xmin), xmax), (xmin + xmax) / 2.0)
+    return select(d2_square.hi >= 0, py_min(py_max(min_pos, xmin), xmax), (xmin + xmax) / 2.0)
 
 
 def _nonfinite(f, g_max):
@@ -222,22 +233,30 @@ class _Zoom(NamedTuple):
     evals: Any
 
 
-def _strong_wolfe(evaluate, x, t, d, d_norm, f, g, gtd, max_ls):
+def _strong_wolfe(evaluate, x, t: Mixed, d, d_norm, f, g, gtd, max_ls):
     """torch's ``_strong_wolfe`` (``d_norm = max |d|``): returns ``(f_new, g_new, t,
-    evaluations)``."""
+    evaluations)``.
 
-    def at(step):
-        f_new, g_new = evaluate(_axpy(step, d, x))
+    Step lengths and brackets are :class:`~optim_jax.numerics.Mixed`, floats or tensors as in
+    torch; losses are floats there, exact in the params' dtype; slopes are tensors.
+    """
+
+    def at(step: Mixed):
+        f_new, g_new = evaluate(_axpy(step.hi, d, x))  # torch's add_(d, alpha=t): t rounded
         return f_new, g_new, _dot(g_new, d)
 
+    def armijo(step: Mixed):
+        """torch's ``f + c1 * t * gtd``: ``c1 * t`` a float or tensor, the rest tensors."""
+        return f + (_C1 * step).hi * gtd
+
     f_new, g_new, gtd_new = at(t)
-    zero = jnp.zeros_like(t)
+    zero = Mixed.host(0, t.hi.dtype)  # torch's t_prev = 0
     count = lambda n: jnp.asarray(n, jnp.int32)  # noqa: E731  (loop carries keep one type)
     search = _Bracketing(t, zero, f, g, gtd, f_new, g_new, gtd_new, count(0), count(1))
 
     def outcome(s: _Bracketing):
         """0 keep extrapolating, 1 bracketed, 2 strong-Wolfe point found."""
-        too_high = (s.f_new > f + _C1 * s.t * gtd) | ((s.ls_iter > 1) & (s.f_new >= s.f_prev))
+        too_high = (s.f_new > armijo(s.t)) | ((s.ls_iter > 1) & (s.f_new >= s.f_prev))
         wolfe = jnp.abs(s.gtd_new) <= -_C2 * gtd
         return jnp.where(too_high, 1, jnp.where(wolfe, 2, jnp.where(s.gtd_new >= 0, 1, 0)))
 
@@ -254,15 +273,15 @@ def _strong_wolfe(evaluate, x, t, d, d_norm, f, g, gtd, max_ls):
     found = jnp.where(s.ls_iter < max_ls, outcome(s), 0)
     exhausted = found == 0  # torch: ``ls_iter == max_ls``, bracket [0, t]
     single = found == 2
-    lo_t = jnp.where(exhausted, zero, jnp.where(single, s.t, s.t_prev))
+    lo_t = select(exhausted, zero, select(single, s.t, s.t_prev))
     lo_f = jnp.where(exhausted, f, jnp.where(single, s.f_new, s.f_prev))
     low = count(jnp.where(lo_f <= s.f_new, 0, 1))
     zoom = _Zoom(
-        bracket=jnp.stack([lo_t, s.t]),
+        bracket=numerics.stack([lo_t, s.t]),
         bracket_f=jnp.stack([lo_f, s.f_new]),
         bracket_gtd=jnp.stack([jnp.where(single, s.gtd_new, s.gtd_prev), s.gtd_new]),
         low=low,
-        g_low=_select((low == 1) | single, s.g_new, _select(exhausted, g, s.g_prev)),
+        g_low=select((low == 1) | single, s.g_new, select(exhausted, g, s.g_prev)),
         insuf_progress=jnp.zeros([], bool),
         done=single,
         ls_iter=s.ls_iter,
@@ -272,38 +291,39 @@ def _strong_wolfe(evaluate, x, t, d, d_norm, f, g, gtd, max_ls):
     def zooming(z: _Zoom) -> _Zoom:
         high = 1 - z.low
         b, bf, bgtd = z.bracket, z.bracket_f, z.bracket_gtd
-        top, bottom = _py_max(b[0], b[1]), _py_min(b[0], b[1])
-        t = _cubic_interpolate(b[0], bf[0], bgtd[0], b[1], bf[1], bgtd[1])
+        b0, b1 = b.at(0), b.at(1)
+        top, bottom = py_max(b0, b1), py_min(b0, b1)
+        t = _cubic_interpolate(b0, bf[0], bgtd[0], b1, bf[1], bgtd[1])
         eps = 0.1 * (top - bottom)
-        near_edge = _py_min(top - t, t - bottom) < eps
-        move = near_edge & (z.insuf_progress | (t >= top) | (t <= bottom))
-        t = jnp.where(
-            move, jnp.where(jnp.abs(t - top) < jnp.abs(t - bottom), top - eps, bottom + eps), t
-        )
+        near_edge = py_min(top - t, t - bottom).lt(eps)
+        move = near_edge & (z.insuf_progress | top.le(t) | t.le(bottom))
+        t = select(move, select(abs(t - top).lt(abs(t - bottom)), top - eps, bottom + eps), t)
         f_new, g_new, gtd_new = at(t)
         # torch's branches as selects on the (2,) scalars: a rejected point replaces the high
         # end; an accepted one replaces the low end, which first moves to the high end when
         # the slope says the minimum lies behind it.
-        worse = (f_new > f + _C1 * t * gtd) | (f_new >= bf[z.low])
+        worse = (f_new > armijo(t)) | (f_new >= bf[z.low])
         wolfe = jnp.abs(gtd_new) <= -_C2 * gtd
-        shift = ~worse & ~wolfe & (gtd_new * (b[high] - b[z.low]) >= 0)
+        shift = ~worse & ~wolfe & (gtd_new * (b.at(high) - b.at(z.low)).hi >= 0)
         slot = jnp.where(worse, high, z.low)
 
         def put(a, value):
             a = jnp.where(shift, a.at[high].set(a[z.low]), a)
             return a.at[slot].set(value)
 
-        b, bf, bgtd = put(b, t), put(bf, f_new), put(bgtd, gtd_new)
+        b = select(shift, b.set(high, b.at(z.low)), b).set(slot, t)
+        bf, bgtd = put(bf, f_new), put(bgtd, gtd_new)
         low = count(jnp.where(worse, jnp.where(bf[0] <= bf[1], 0, 1), z.low))
-        return _Zoom(b, bf, bgtd, low, _select(low == slot, g_new, z.g_low),
+        return _Zoom(b, bf, bgtd, low, select(low == slot, g_new, z.g_low),
                      near_edge & ~move, ~worse & wolfe, z.ls_iter + 1, z.evals + 1)
 
     def zoom_continues(z: _Zoom):
-        narrow = jnp.abs(z.bracket[1] - z.bracket[0]) * d_norm < _LINE_SEARCH_TOLERANCE
+        width = abs(z.bracket.at(1) - z.bracket.at(0)).hi
+        narrow = width * d_norm < _LINE_SEARCH_TOLERANCE
         return ~z.done & (z.ls_iter < max_ls) & ~narrow
 
     z = jax.lax.while_loop(zoom_continues, zooming, zoom)
-    return z.bracket_f[z.low], z.g_low, z.bracket[z.low], z.evals
+    return z.bracket_f[z.low], z.g_low, z.bracket.at(z.low), z.evals
 
 
 def _direction(state: LBFGSState, grad: Params, history_size: int) -> LBFGSState:
@@ -345,7 +365,7 @@ def _direction(state: LBFGSState, grad: Params, history_size: int) -> LBFGSState
         q, al = carry
         i = history_size - 1 - k
         al_i = _dot(pair(state.old_stps, i), q) * state.ro[rows(i)]
-        q = _select(valid(i), _axpy(-al_i, pair(state.old_dirs, i), q), q)
+        q = select(valid(i), _axpy(-al_i, pair(state.old_dirs, i), q), q)
         return q, al.at[i].set(al_i)
 
     q, al = jax.lax.fori_loop(0, history_size, backward,
@@ -353,10 +373,10 @@ def _direction(state: LBFGSState, grad: Params, history_size: int) -> LBFGSState
 
     def forward(i, r):
         be_i = _dot(pair(state.old_dirs, i), r) * state.ro[rows(i)]
-        return _select(valid(i), _axpy(al[i] - be_i, pair(state.old_stps, i), r), r)
+        return select(valid(i), _axpy(al[i] - be_i, pair(state.old_stps, i), r), r)
 
     d = jax.lax.fori_loop(0, history_size, forward, _scale(state.H_diag, q))
-    return state._replace(d=_select(first, jax.tree.map(jnp.negative, grad), d))
+    return state._replace(d=select(first, jax.tree.map(jnp.negative, grad), d))
 
 
 class _Iterate(NamedTuple):
@@ -369,18 +389,33 @@ class _Iterate(NamedTuple):
     stop: Any
 
 
-def _first_step(grad: Params, lr: Any) -> jax.Array:
-    """torch's step length on the very first iteration, ``min(1, 1/|g|_1) * lr``.
+def _learning_rate(lr: Any, dtype: Any) -> Mixed:
+    """``lr`` as torch's line search meets it: a Python float, or a tensor lr.
+
+    A concrete array of the params' precision (or less) is torch's tensor lr; a Python number,
+    a wider array or a traced value (the stateful classes' hyperparameter vector) is a float,
+    to the precision it arrives with.
+    """
+    narrow = jnp.dtype(jnp.result_type(lr)).itemsize <= jnp.dtype(dtype).itemsize
+    if isinstance(lr, (jax.Array, np.ndarray)) and not isinstance(lr, jax.core.Tracer) and narrow:
+        return Mixed.of_tensor(jnp.asarray(lr).astype(dtype))
+    return Mixed.host(lr, dtype)
+
+
+def _first_step(grad: Params, lr: Any, dtype: Any) -> Mixed:
+    """torch's step length on the very first iteration, ``min(1, 1/|g|_1) * lr``: a tensor
+    when ``1/|g|_1 < 1``, else ``lr`` itself.
 
     Only the first iteration of a step can be the state's first, so this is computed once from
     the step's starting gradient, not in every iteration.
     """
-    inverse = 1.0 / _sum_abs(grad)
-    return jnp.where(inverse < 1.0, inverse, 1.0) * lr
+    inverse = (1.0 / _sum_abs(grad)).astype(dtype)
+    lr = _learning_rate(lr, dtype)
+    return select(inverse < 1.0, Mixed.of_tensor(inverse) * lr, 1.0 * lr)
 
 
 def _iteration(evaluate: Callable, options: Options,
-               first_t: jax.Array) -> Callable[[_Iterate], _Iterate]:
+               first_t: Mixed) -> Callable[[_Iterate], _Iterate]:
     """One pass of the body of torch's ``while n_iter < max_iter`` loop."""
     lr, tolerance_change = options.lr, options.tolerance_change
 
@@ -389,8 +424,9 @@ def _iteration(evaluate: Callable, options: Options,
         state = it.state._replace(n_iter=it.state.n_iter + 1)
         state = _direction(state, it.grad, options.history_size)
         d, g = state.d, it.grad
-        t = jnp.where(state.n_iter == 1, first_t, lr).astype(state.t.dtype)
-        state = state._replace(prev_flat_grad=g, prev_loss=it.loss, t=t)
+        dtype = state.t.dtype
+        t = select(state.n_iter == 1, first_t, _learning_rate(lr, dtype))
+        state = state._replace(prev_flat_grad=g, prev_loss=it.loss, t=t.hi)
         gtd = _dot(g, d)
         d_max = _max_abs(d)
         ascent = gtd > -tolerance_change
@@ -407,7 +443,7 @@ def _iteration(evaluate: Callable, options: Options,
                 step = t
                 loss, grad = jax.lax.cond(
                     n_iter != options.max_iter,
-                    lambda: evaluate(_axpy(t, d, it.x)),
+                    lambda: evaluate(_axpy(t.hi, d, it.x)),
                     lambda: (it.loss, g),
                 )
                 evals = jnp.where(n_iter != options.max_iter, 1, 0).astype(jnp.int32)
@@ -418,19 +454,20 @@ def _iteration(evaluate: Callable, options: Options,
         )
         g_max = _max_abs(grad)
         bad = ~ascent & _nonfinite(loss, g_max)
-        x = _select(ascent | bad, it.x, _axpy(step, d, it.x))
-        loss, grad = jnp.where(bad, it.loss, loss), _select(bad, g, grad)
+        x = select(ascent | bad, it.x, _axpy(step.hi, d, it.x))
+        loss, grad = jnp.where(bad, it.loss, loss), select(bad, g, grad)
         current_evals = it.current_evals + evals
-        state = state._replace(t=step, func_evals=state.func_evals + evals,
+        state = state._replace(t=step.hi, func_evals=state.func_evals + evals,
                                nonfinite=state.nonfinite | bad)
         # A bad point stops the step whatever the tests below say, so they may read the
         # rejected gradient's g_max; max |d * step| is max |d| * |step| exactly (rounding is
-        # monotone).
+        # monotone). torch's loss change is float arithmetic (losses are Python floats).
+        loss_change = abs(Mixed.host(loss, dtype) - Mixed.host(it.loss, dtype))
         stop = (
             ascent | bad | (n_iter == options.max_iter) | (current_evals >= options.max_eval)
             | (g_max <= options.tolerance_grad)
-            | (d_max * jnp.abs(step) <= tolerance_change)
-            | (jnp.abs(loss - it.loss) < tolerance_change)
+            | (d_max * jnp.abs(step.hi) <= tolerance_change)
+            | loss_change.lt(tolerance_change)
         )
         return _Iterate(x, loss, grad, state, n_iter, current_evals, stop)
 
@@ -475,7 +512,7 @@ def lbfgs_step(
     state = state._replace(func_evals=state.func_evals + 1, nonfinite=bad)
     start = _Iterate(params, loss, grad, state, jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32),
                      bad | (g_max <= opts.tolerance_grad))
-    body = _iteration(evaluate, opts, _first_step(grad, opts.lr))
+    body = _iteration(evaluate, opts, _first_step(grad, opts.lr, state.t.dtype))
     end = jax.lax.while_loop(lambda it: ~it.stop, body, start)
     return loss, end.x, end.state
 
@@ -562,7 +599,7 @@ def lbfgs(
         # One iteration as torch's first of a step: the line search may spend max_eval - 1
         # evaluations, and no evaluation follows a fixed step (the caller makes the next one).
         one = opts._replace(max_iter=1)
-        it = _iteration(evaluate, one, _first_step(grad, lr))(
+        it = _iteration(evaluate, one, _first_step(grad, lr, dtype))(
             _Iterate(params, jnp.asarray(value, dtype), grad, state, jnp.zeros([], jnp.int32),
                      jnp.ones([], jnp.int32), jnp.zeros([], bool))
         )

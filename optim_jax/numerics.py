@@ -8,7 +8,7 @@ decay rates near 1), and cast to each leaf's dtype where they meet it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -156,3 +156,180 @@ def is_static_zero(value: Any) -> bool:
     must have the same state structure at ``init`` as under ``jit``, whatever the value.
     """
     return isinstance(value, (int, float, np.generic)) and value == 0
+
+
+# -- torch's Python floats beside its 0-d tensors ---------------------------------------------
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``a + b`` and its rounding error, exactly (Knuth's TwoSum; additions only, so XLA's
+    multiply-add fusion cannot touch it)."""
+    s = a + b
+    v = s - a
+    return s, (a - (s - v)) + (b - v)
+
+
+def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x`` as a high part of 12 significant bits plus the rest (at most 12 bits), so that
+    products of parts are exact in float32."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32) & jnp.uint32(0xFFFFF000)
+    high = jax.lax.bitcast_convert_type(bits, jnp.float32)
+    return high, x - high
+
+
+def _two_prod(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``a * b`` and its rounding error, exactly (Dekker), for float32. Every partial product
+    is exact, so a fused multiply-add XLA may form rounds the same as the separate operations."""
+    p = a * b
+    a1, a2 = _split(a)
+    b1, b2 = _split(b)
+    return p, (((a1 * b1 - p) + a1 * b2) + a2 * b1) + a2 * b2
+
+
+class Mixed(NamedTuple):
+    """A scalar as torch's Python code holds it: a Python float, or a 0-d tensor.
+
+    torch's L-BFGS mixes the two: its step length and the line search's bounds are Python
+    floats (float64) until they meet a tensor (a directional derivative, a cubic's minimiser),
+    and from then on float32 tensors if the params are float32. An operation of two floats is
+    float64 arithmetic; one with a tensor rounds the float to the tensor's dtype first and the
+    result to it. ``Mixed`` follows that, with a flag per value. Without ``jax_enable_x64``
+    float64 does not exist inside a compiled call, so a float is kept as a double-float
+    ``hi + lo`` of two numbers in the params' dtype (about 48 significant bits for float32;
+    error-free transformations, no float64), and its value as a tensor sees it is ``hi``, the
+    nearest number in that dtype. For float64 params both kinds are plain float64 (so are
+    other dtypes, which have no double-float here).
+
+    Operators ``+ - * /`` and unary ``-`` combine ``Mixed`` values and Python numbers; Python
+    numbers are floats (host kind).
+
+    Attributes:
+      hi: the value rounded to the params' dtype (a tensor's value, exactly).
+      lo: the rest of a float, ``value - hi``; zero for tensors and for float64.
+      tensor: whether torch holds it as a tensor.
+    """
+
+    hi: jax.Array
+    lo: jax.Array
+    tensor: jax.Array
+
+    @staticmethod
+    def host(value: Any, dtype: Any) -> "Mixed":
+        """A Python float, or an array's value taken as one (float64 arrays keep their
+        precision in ``lo``), as ``Mixed`` of ``dtype``."""
+        dtype = jnp.dtype(dtype)
+        if isinstance(value, (int, float, np.floating)):  # split on the host, in float64
+            wide = np.float64(value)
+            hi = wide.astype(dtype)
+            lo = np.zeros((), dtype) if dtype == np.float64 else (wide - hi).astype(dtype)
+            return Mixed(jnp.asarray(hi), jnp.asarray(lo), jnp.zeros((), bool))
+        wide = jnp.asarray(value)
+        hi = wide.astype(dtype)
+        if wide.dtype.itemsize > dtype.itemsize:
+            lo = (wide - hi.astype(wide.dtype)).astype(dtype)
+        else:
+            lo = jnp.zeros_like(hi)
+        return Mixed(hi, lo, jnp.zeros(jnp.shape(hi), bool))
+
+    @staticmethod
+    def of_tensor(value: jax.Array) -> "Mixed":
+        """A 0-d tensor's value as ``Mixed``."""
+        return Mixed(value, jnp.zeros_like(value), jnp.ones(jnp.shape(value), bool))
+
+    def _like(self, other: Any) -> "Mixed":
+        return other if isinstance(other, Mixed) else Mixed.host(other, self.hi.dtype)
+
+    def _combine(self, other: Any, tensor_op, host_op) -> "Mixed":
+        other = self._like(other)
+        as_tensor = tensor_op(self.hi, other.hi)
+        if self.hi.dtype != jnp.float32:  # float64: both kinds are float64 (bf16: plain too)
+            return Mixed(as_tensor, self.lo, self.tensor | other.tensor)
+        hi, lo = host_op(self, other)
+        tensor = self.tensor | other.tensor
+        return Mixed(jnp.where(tensor, as_tensor, hi), jnp.where(tensor, 0, lo), tensor)
+
+    def __add__(self, other: Any) -> "Mixed":
+        def host(a, b):
+            s, e = _two_sum(a.hi, b.hi)
+            return _two_sum(s, e + (a.lo + b.lo))
+
+        return self._combine(other, jnp.add, host)
+
+    def __neg__(self) -> "Mixed":
+        return Mixed(-self.hi, -self.lo, self.tensor)
+
+    def __sub__(self, other: Any) -> "Mixed":
+        return self + (-self._like(other))
+
+    def __mul__(self, other: Any) -> "Mixed":
+        def host(a, b):
+            p, e = _two_prod(a.hi, b.hi)
+            return _two_sum(p, e + (a.hi * b.lo + a.lo * b.hi))
+
+        return self._combine(other, jnp.multiply, host)
+
+    def __truediv__(self, other: Any) -> "Mixed":
+        def host(a, b):
+            q = a.hi / b.hi
+            r = a - b * Mixed.host(q, q.dtype)  # the remainder a - q b, nearly exact
+            return _two_sum(q, r.hi / b.hi)
+
+        return self._combine(other, jnp.divide, host)
+
+    def __radd__(self, other: Any) -> "Mixed":
+        return self._like(other) + self
+
+    def __rsub__(self, other: Any) -> "Mixed":
+        return self._like(other) - self
+
+    def __rmul__(self, other: Any) -> "Mixed":
+        return self._like(other) * self
+
+    def __rtruediv__(self, other: Any) -> "Mixed":
+        return self._like(other) / self
+
+    def __abs__(self) -> "Mixed":
+        negative = (self.hi < 0) | ((self.hi == 0) & (self.lo < 0))
+        return Mixed(jnp.where(negative, -self.hi, self.hi), jnp.where(negative, -self.lo, self.lo),
+                     self.tensor)
+
+    def lt(self, other: Any) -> jax.Array:
+        """``self < other`` as torch compares: in the tensor's dtype if either is a tensor."""
+        other = self._like(other)
+        host = (self.hi < other.hi) | ((self.hi == other.hi) & (self.lo < other.lo))
+        return jnp.where(self.tensor | other.tensor, self.hi < other.hi, host)
+
+    def le(self, other: Any) -> jax.Array:
+        """``self <= other`` as torch compares."""
+        other = self._like(other)
+        host = (self.hi < other.hi) | ((self.hi == other.hi) & (self.lo <= other.lo))
+        return jnp.where(self.tensor | other.tensor, self.hi <= other.hi, host)
+
+    def at(self, index: Any) -> "Mixed":
+        """Element ``index`` of a ``Mixed`` array."""
+        return Mixed(self.hi[index], self.lo[index], self.tensor[index])
+
+    def set(self, index: Any, value: "Mixed") -> "Mixed":
+        """A copy with element ``index`` replaced by ``value``."""
+        return Mixed(self.hi.at[index].set(value.hi), self.lo.at[index].set(value.lo),
+                     self.tensor.at[index].set(value.tensor))
+
+
+def select(condition: jax.Array, a: Any, b: Any) -> Any:
+    """``a`` where ``condition`` else ``b``, field by field (``Mixed`` values, pytrees)."""
+    return jax.tree.map(lambda x, y: jnp.where(condition, x, y), a, b)
+
+
+def py_max(a: Mixed, b: Mixed) -> Mixed:
+    """Python's ``max(a, b)``: ``b`` only if ``b > a`` (NaN and ties as in torch)."""
+    return select(a.lt(b), b, a)
+
+
+def py_min(a: Mixed, b: Mixed) -> Mixed:
+    """Python's ``min(a, b)``: ``b`` only if ``b < a``."""
+    return select(b.lt(a), b, a)
+
+
+def stack(values: list) -> Mixed:
+    """``Mixed`` scalars stacked into one ``Mixed`` array."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *values)

@@ -277,3 +277,100 @@ def test_pure_update_with_a_fixed_step_needs_no_value_fn():
     np.testing.assert_allclose(updates["w"], [-0.5 * first_step, -1.0 * first_step], rtol=1e-6)
     np.testing.assert_allclose(updates["b"], 0.5 * first_step, rtol=1e-6)
     assert int(state.func_evals) == 0
+
+
+def nudged_starts(x0, count=4, size=1e-7):
+    """``count`` float32 copies of ``x0`` moved by ``size`` relative (absolute at zeros), each
+    coordinate up or down at random: torch's own sensitivity to where it starts."""
+    rng = np.random.default_rng(0)
+
+    def nudge(a):
+        a = np.asarray(a, np.float64)
+        sign = rng.choice([-1.0, 1.0], a.shape)
+        return (a * (1 + size * sign) + (a == 0) * size * sign).astype(np.float32)
+
+    return [jax.tree.map(nudge, x0) for _ in range(count)]
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(np.asarray(a)) for a in jax.tree.leaves(tree)])
+
+
+FLOAT32_CASES = [
+    # (name, line_search_fn, lr): float32, x64 off. The objectives and torch's kernels (its
+    # x + t * d is a fused multiply-add, its sums pair differently) differ from XLA's by an
+    # ulp here and there, which L-BFGS amplifies as it amplifies torch's own start nudges.
+    ("rosenbrock-2", "strong_wolfe", 0.01),
+    ("rosenbrock-20", "strong_wolfe", 1.0),
+    ("logistic", "strong_wolfe", 0.01),
+    ("logistic", None, 1.0),
+]
+
+
+@pytest.mark.parametrize("name, line_search_fn, lr", FLOAT32_CASES)
+def test_float32_drift_is_within_torchs_own(torch_module, name, line_search_fn, lr):
+    """float32: ours vs torch stays within 4x of torch vs torch started 1e-7 away (the largest
+    of four nudges), step after step. torch keeps the step length and the line search's
+    bounds as Python floats (float64) until they meet a tensor; so does optim_jax
+    (``numerics.Mixed``, double-float without x64)."""
+    torch = torch_module
+    if name == "logistic":
+        x, y = digits_binary()
+        x, y = x.astype(np.float32), y.astype(np.float32)
+        tx, ty = torch.tensor(x), torch.tensor(y)
+        x0 = {"w": np.zeros((64, 1), np.float32), "b": np.zeros(1, np.float32)}
+        ours_loss, torch_loss = (lambda p: logistic(p, x, y)), (lambda p: logistic(p, tx, ty, torch))
+    else:
+        x0 = np.array([-1.2, 1.0] * (int(name.split("-")[1]) // 2), np.float32)
+        ours_loss, torch_loss = rosenbrock, (lambda t: rosenbrock(t, torch))
+    options = dict(lr=lr, line_search_fn=line_search_fn, history_size=10, max_iter=20)
+    ours = optim.LBFGS(jax.tree.map(jnp.asarray, x0), **options)
+    reference = TorchLBFGS(torch, x0, torch_loss, **options)
+    nudged = [TorchLBFGS(torch, start, torch_loss, **options) for start in nudged_starts(x0)]
+    for step in range(4):
+        ours.step(ours_loss), reference.step(), [n.step() for n in nudged]
+        expected = flat(reference.params())
+        assert flat(ours.params).dtype == np.float32
+        drift = np.max(np.abs(flat(ours.params) - expected))
+        own = max(np.max(np.abs(flat(n.params()) - expected)) for n in nudged)
+        assert own > 0 and drift <= 4 * own, (step, drift, own)
+
+
+def within_an_ulp(ours, value):
+    expected = np.float32(value)
+    return abs(np.float32(ours) - expected) <= np.spacing(np.abs(expected))
+
+
+def test_mixed_scalars_round_as_torchs_floats_and_tensors(torch_module):
+    """``numerics.Mixed`` (x64 off) against torch's own mixing of Python floats and float32
+    0-d tensors, on the line search's expressions: float-only arithmetic keeps float64's
+    precision (``3 * (f1 - f2) / (x1 - x2)`` with nearby steps), a tensor operand makes the
+    result a float32 tensor rounded as torch rounds it, and Python's min/max pick as torch."""
+    torch = torch_module
+    from optim_jax.numerics import Mixed, py_max, py_min
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        t_prev, t = 0.01, 0.01 * (1 + 1e-5 * (1 + rng.random()))  # five digits cancel
+        f1, f2 = (float(np.float32(v)) for v in rng.standard_normal(2))
+        g = torch.tensor(np.float32(rng.standard_normal()))
+        floats = 3 * (f1 - f2) / (t_prev - t), t + 0.01 * (t - t_prev), t * 10
+        ours = (3 * (Mixed.host(f1, jnp.float32) - f2) / (Mixed.host(t_prev, jnp.float32) - t),
+                Mixed.host(t, jnp.float32) + 0.01 * (Mixed.host(t, jnp.float32) - t_prev),
+                Mixed.host(t, jnp.float32) * 10)
+        for value, mixed in zip(floats, ours):
+            # double-float keeps ~48 bits: 1e-8 relative even where t - t_prev cancels 5
+            # digits (float32 arithmetic: ~1e-2 there)
+            assert not bool(mixed.tensor)
+            np.testing.assert_allclose(float(mixed.hi) + float(mixed.lo), value, rtol=1e-8)
+            assert within_an_ulp(mixed.hi, value)
+        mixed_g = Mixed.of_tensor(jnp.asarray(g.numpy()))
+        for theirs, mixed in [
+            (g + g - 3 * (f1 - f2) / (t_prev - t), mixed_g + mixed_g - ours[0]),
+            (t - (t - t_prev) * (g / (g + 1)), Mixed.host(t, jnp.float32)
+             - (Mixed.host(t, jnp.float32) - t_prev) * (mixed_g / (mixed_g + 1))),
+            (max(g, floats[1]), py_max(mixed_g, ours[1])),
+            (min(floats[2], g), py_min(ours[2], mixed_g)),
+        ]:
+            assert bool(mixed.tensor) == isinstance(theirs, torch.Tensor)
+            assert within_an_ulp(mixed.hi, float(theirs))
