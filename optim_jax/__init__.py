@@ -5,13 +5,13 @@ pytrees, optax-compatible) and, built on them, torch-style stateful optimisers.
 """
 
 from optim_jax import lr_scheduler, schedules, swa_utils
-from optim_jax.adadelta import Adadelta, AdadeltaState, adadelta, scale_by_adadelta
-from optim_jax.adafactor import Adafactor, AdafactorState, adafactor, scale_by_adafactor
-from optim_jax.adagrad import Adagrad, AdagradState, adagrad, scale_by_adagrad
-from optim_jax.adam import Adam, adam
-from optim_jax.adamax import Adamax, AdamaxState, adamax, scale_by_adamax
-from optim_jax.adamw import AdamW, adamw
-from optim_jax.asgd import ASGD, ASGDState, asgd, scale_by_asgd
+from optim_jax.adadelta import AdadeltaState, adadelta, scale_by_adadelta
+from optim_jax.adafactor import AdafactorState, adafactor, scale_by_adafactor
+from optim_jax.adagrad import AdagradState, adagrad, scale_by_adagrad
+from optim_jax.adam import adam
+from optim_jax.adamax import AdamaxState, adamax, scale_by_adamax
+from optim_jax.adamw import adamw
+from optim_jax.asgd import ASGDState, asgd, scale_by_asgd
 from optim_jax.averaging import (
     AveragingState,
     WeightAveraging,
@@ -31,28 +31,43 @@ from optim_jax.base import (
     with_extra_args_support,
 )
 from optim_jax.combine import PartitionState, chain, partition, view_as_real
+from optim_jax.stateful.algorithms import (
+    ASGD,
+    Adadelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    AdamW,
+    Adamax,
+    Muon,
+    NAdam,
+    RAdam,
+    RMSprop,
+    Rprop,
+    SGD,
+    SparseAdam,
+)
 from optim_jax.stateful.hooks import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
 from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
 from optim_jax.muon import (
-    Muon,
     MuonState,
     muon,
     scale_by_newton_schulz,
     trace_muon_momentum,
     zeropower_via_newtonschulz,
 )
-from optim_jax.nadam import NAdam, NAdamState, nadam, scale_by_nadam
+from optim_jax.nadam import NAdamState, nadam, scale_by_nadam
 from optim_jax.patterns import leaf_names, pattern_labels
 from optim_jax.stateful.layout import groups_by_pattern, labelled
 from optim_jax.stateful.optimizer import Optimizer, required
-from optim_jax.radam import RAdam, RAdamState, radam, scale_by_radam
-from optim_jax.rmsprop import RMSprop, RMSpropState, rmsprop, scale_by_rms
-from optim_jax.rprop import Rprop, RpropState, rprop, scale_by_rprop
-from optim_jax.sgd import SGD, sgd
+from optim_jax.radam import RAdamState, radam, scale_by_radam
+from optim_jax.rmsprop import RMSpropState, rmsprop, scale_by_rms
+from optim_jax.rprop import RpropState, rprop, scale_by_rprop
+from optim_jax.sgd import sgd
 from optim_jax.sharding import zero_redundancy
 from optim_jax.stateful.zero_redundancy import ZeroRedundancyOptimizer
-from optim_jax.sparse_adam import SparseAdam, scale_by_sparse_adam, sparse_adam
+from optim_jax.sparse_adam import scale_by_sparse_adam, sparse_adam
 from optim_jax.transform import (
     AdamState,
     MomentumState,

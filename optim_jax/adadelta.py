@@ -14,7 +14,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 
 class AdadeltaState(NamedTuple):
@@ -112,16 +111,3 @@ def adadelta(
     validation.check_eps(eps)
     validation.check_weight_decay(weight_decay)
     return view_as_real(transform.descent(scale_by_adadelta(rho, eps), lr, weight_decay, maximize=maximize))
-
-
-class Adadelta(Optimizer):
-    """torch.optim.Adadelta over JAX pytrees: ``Adadelta(params, lr=1.0, rho=0.9, ...)``.
-
-    Arguments as :func:`adadelta` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``square_avg`` and ``acc_delta``.
-    """
-
-    transform = staticmethod(adadelta)
-    static_zeros = ("weight_decay",)

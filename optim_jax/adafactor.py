@@ -15,7 +15,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.numerics import is_static_zero
-from optim_jax.stateful.optimizer import Optimizer
 
 
 def norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
@@ -234,18 +233,3 @@ def adafactor(
     return transform.descent(
         scale_by_adafactor(lr, beta2_decay, eps, d, weight_decay), None, maximize=maximize
     )
-
-
-class Adafactor(Optimizer):
-    """torch.optim.Adafactor over JAX pytrees: ``Adafactor(params, lr=1e-2, ...)``.
-
-    ``Adafactor(params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0,
-    *, maximize=False)``: arguments as :func:`adafactor` (which also gives the update rule);
-    ``params`` as :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``,
-    ``capturable`` and ``differentiable`` are accepted and ignored (every step is one compiled
-    XLA program). State per parameter: ``step`` and ``row_var``/``col_var`` (two or more
-    dimensions) or ``variance`` (scalars, vectors); the unused ones are empty ``(0,)`` arrays.
-    """
-
-    transform = staticmethod(adafactor)
-    static_zeros = ("weight_decay",)

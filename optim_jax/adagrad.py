@@ -14,7 +14,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 
 class AdagradState(NamedTuple):
@@ -136,21 +135,3 @@ def adagrad(
         maximize=maximize,
         lr_in_core=True,
     ))
-
-
-class Adagrad(Optimizer):
-    """torch.optim.Adagrad over JAX pytrees: ``Adagrad(params, lr=1e-2, lr_decay=0, ...)``.
-
-    Arguments as :func:`adagrad` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step`` and ``sum``. As in torch, every group's ``sum`` starts at the
-    constructor's ``initial_accumulator_value``; a group's own value of it is kept in
-    ``param_groups`` but not used.
-    """
-
-    transform = staticmethod(adagrad)
-    static_zeros = ("weight_decay",)
-
-    # torch.optim.Adagrad fills `sum` from the constructor's value, whatever the group says.
-    init_from_defaults = ("initial_accumulator_value",)

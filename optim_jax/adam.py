@@ -5,7 +5,6 @@ from __future__ import annotations
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 
 def adam(
@@ -82,26 +81,3 @@ def adam(
         transform.scale_by_adam(betas, eps, amsgrad, lr=lr), lr, weight_decay,
         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay, lr_in_core=True,
     ))
-
-
-class Adam(Optimizer):
-    """torch.optim.Adam over JAX pytrees: ``Adam(params, lr=1e-3, betas=(0.9, 0.999), ...)``.
-
-    Arguments as :func:`adam` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with AMSGrad, ``max_exp_avg_sq``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> import optim_jax
-      >>> opt = optim_jax.Adam({'w': jnp.array([1.0, -2.0])}, lr=0.1)
-      >>> loss = opt.step(lambda p: jnp.sum(p['w'] ** 2))  # differentiates, then steps
-      >>> print(opt.params['w'].round(4))
-      [ 0.9 -1.9]
-      >>> sorted(opt.state[0])
-      ['exp_avg', 'exp_avg_sq', 'step']
-    """
-
-    transform = staticmethod(adam)
-    static_zeros = ("weight_decay",)

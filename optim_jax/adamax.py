@@ -14,7 +14,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 
 class AdamaxState(NamedTuple):
@@ -119,16 +118,3 @@ def adamax(
     return view_as_real(transform.descent(
         scale_by_adamax(betas, eps, lr=lr), lr, weight_decay, maximize=maximize, lr_in_core=True
     ))
-
-
-class Adamax(Optimizer):
-    """torch.optim.Adamax over JAX pytrees: ``Adamax(params, lr=2e-3, betas=(0.9, 0.999), ...)``.
-
-    Arguments as :func:`adamax` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``exp_avg`` and ``exp_inf``.
-    """
-
-    transform = staticmethod(adamax)
-    static_zeros = ("weight_decay",)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from optim_jax.adam import adam
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_jax.stateful.optimizer import Optimizer
 
 
 def adamw(
@@ -59,17 +58,3 @@ def adamw(
     return adam(
         lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True
     )
-
-
-class AdamW(Optimizer):
-    """torch.optim.AdamW over JAX pytrees: Adam with decoupled weight decay (default 1e-2).
-
-    Arguments as :func:`adamw` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter as :class:`optim_jax.Adam`'s: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with
-    AMSGrad, ``max_exp_avg_sq``.
-    """
-
-    transform = staticmethod(adamw)
-    static_zeros = ("weight_decay",)

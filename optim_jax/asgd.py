@@ -13,7 +13,6 @@ from optim_jax.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
 )
-from optim_jax.stateful.optimizer import Optimizer
 
 # torch keeps eta and mu in tensors of its default dtype (float32) whatever the params' dtype,
 # and reads them back from there: float64 params then step with float32-rounded etas.
@@ -170,17 +169,3 @@ def asgd(
     validation.check_lr(lr)
     validation.check_weight_decay(weight_decay)
     return transform.descent(scale_by_asgd(lr, lambd, alpha, t0), None, weight_decay, maximize=maximize)
-
-
-class ASGD(Optimizer):
-    """torch.optim.ASGD over JAX pytrees: ``ASGD(params, lr=1e-2, lambd=1e-4, alpha=0.75, ...)``.
-
-    Arguments as :func:`asgd` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``eta``, ``mu`` and ``ax``, the averaged parameter
-    (``opt.state[i]['ax']``).
-    """
-
-    transform = staticmethod(asgd)
-    static_zeros = ("weight_decay",)

@@ -29,7 +29,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import chain
-from optim_jax.stateful.optimizer import Optimizer
 
 EPS = 1e-7
 DEFAULT_A = 3.4445
@@ -292,19 +291,3 @@ def muon(
     return transform.descent(
         core, lr, weight_decay, decoupled_weight_decay=True, lr_in_core=True
     )
-
-
-class Muon(Optimizer):
-    """torch.optim.Muon over JAX pytrees of 2-d parameters: ``Muon(params, lr=1e-3, ...)``.
-
-    ``Muon(params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-    ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None)``:
-    arguments as :func:`muon` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them (every leaf 2-d). torch's ``foreach``, ``fused``,
-    ``capturable`` and ``differentiable`` are accepted and ignored (every step is one compiled
-    XLA program). State per parameter: ``momentum_buffer``. Changing ``ns_steps`` recompiles.
-    """
-
-    transform = staticmethod(muon)
-    static_zeros = ("weight_decay",)
-    static_args = ("ns_steps",)

@@ -14,7 +14,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 # torch keeps mu_product in a tensor of its default dtype (float32) whatever the params' dtype
 # and multiplies it there, so its rounding is part of torch's float64 trajectories too.
@@ -170,16 +169,3 @@ def nadam(
         decoupled_weight_decay=decoupled_weight_decay,
         lr_in_core=True,
     ))
-
-
-class NAdam(Optimizer):
-    """torch.optim.NAdam over JAX pytrees: ``NAdam(params, lr=2e-3, betas=(0.9, 0.999), ...)``.
-
-    Arguments as :func:`nadam` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``mu_product``, ``exp_avg`` and ``exp_avg_sq``.
-    """
-
-    transform = staticmethod(nadam)
-    static_zeros = ("weight_decay",)

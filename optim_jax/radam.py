@@ -16,7 +16,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 # B_2k / (2k)!, k = 1..7: y / expm1(y) = 1 - y/2 + sum_k B_2k y^2k / (2k)!.
 _BERNOULLI_TERMS = tuple(
@@ -201,16 +200,3 @@ def radam(
         maximize=maximize,
         decoupled_weight_decay=decoupled_weight_decay,
     ))
-
-
-class RAdam(Optimizer):
-    """torch.optim.RAdam over JAX pytrees: ``RAdam(params, lr=1e-3, betas=(0.9, 0.999), ...)``.
-
-    Arguments as :func:`radam` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``exp_avg`` and ``exp_avg_sq``.
-    """
-
-    transform = staticmethod(radam)
-    static_zeros = ("weight_decay",)

@@ -15,7 +15,6 @@ from optim_jax.base import (
 )
 from optim_jax.combine import chain, view_as_real
 from optim_jax.numerics import is_static_zero
-from optim_jax.stateful.optimizer import Optimizer
 
 
 class RMSpropState(NamedTuple):
@@ -152,17 +151,3 @@ def rmsprop(
     if with_momentum:
         core = chain(core, transform.trace_momentum(momentum))
     return view_as_real(transform.descent(core, lr, weight_decay, maximize=maximize))
-
-
-class RMSprop(Optimizer):
-    """torch.optim.RMSprop over JAX pytrees: ``RMSprop(params, lr=1e-2, alpha=0.99, ...)``.
-
-    Arguments as :func:`rmsprop` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``square_avg`` and, when used, ``momentum_buffer`` and
-    ``grad_avg``.
-    """
-
-    transform = staticmethod(rmsprop)
-    static_zeros = ("momentum", "weight_decay")

@@ -14,7 +14,6 @@ from optim_jax.base import (
     ScalarOrSchedule,
 )
 from optim_jax.combine import view_as_real
-from optim_jax.stateful.optimizer import Optimizer
 
 
 class RpropState(NamedTuple):
@@ -156,16 +155,3 @@ def rprop(
     return view_as_real(
         transform.descent(scale_by_rprop(lr, etas, step_sizes), None, maximize=maximize)
     )
-
-
-class Rprop(Optimizer):
-    """torch.optim.Rprop over JAX pytrees: ``Rprop(params, lr=1e-2, etas=(0.5, 1.2), ...)``.
-
-    Arguments as :func:`rprop` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter: ``step``, ``prev`` and ``step_size``. As in torch, ``lr`` only sets the initial
-    step sizes: changing a group's ``lr`` after its state exists has no effect.
-    """
-
-    transform = staticmethod(rprop)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from optim_jax import transform, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule, identity
 from optim_jax.numerics import is_static_zero
-from optim_jax.stateful.optimizer import Optimizer
 
 
 def sgd(
@@ -74,17 +73,3 @@ def sgd(
         else transform.trace_momentum(momentum, dampening, nesterov)
     )
     return transform.descent(core, lr, weight_decay, maximize=maximize)
-
-
-class SGD(Optimizer):
-    """torch.optim.SGD over JAX pytrees: ``SGD(params, lr=1e-3, momentum=0, ...)``.
-
-    Arguments as :func:`sgd` (which also gives the update rule); ``params`` as
-    :class:`optim_jax.Optimizer` takes them. torch's ``foreach``, ``fused``, ``capturable`` and
-    ``differentiable`` are accepted and ignored (every step is one compiled XLA program). State
-    per parameter, when momentum is non-zero: ``momentum_buffer`` and ``step`` (momentum steps
-    taken; 0 means the buffer starts from the next gradient, as torch's ``None`` buffer does).
-    """
-
-    transform = staticmethod(sgd)
-    static_zeros = ("momentum", "weight_decay")

@@ -20,7 +20,6 @@ from optim_jax.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
 )
-from optim_jax.stateful.optimizer import Optimizer
 from optim_jax.transform import AdamState
 
 
@@ -91,7 +90,7 @@ def scale_by_sparse_adam(
     return GradientTransformation(init, update)
 
 
-def _reject_unsupported(params, group: int = 0) -> None:
+def reject_unsupported(params, group: int = 0) -> None:
     """torch's constructor errors, sparse before complex, naming each parameter by
     ``[group index, index in group]``: a sparse array (``jax.experimental.sparse``, whose data
     and indices would otherwise pass for two dense leaves) or a complex one."""
@@ -154,27 +153,7 @@ def sparse_adam(
     inner = scale_by_sparse_adam(lr, betas, eps)
 
     def init(params):
-        _reject_unsupported(params)
+        reject_unsupported(params)
         return inner.init(params)
 
     return transform.descent(GradientTransformation(init, inner.update), None, maximize=maximize)
-
-
-class SparseAdam(Optimizer):
-    """torch.optim.SparseAdam over JAX pytrees: ``SparseAdam(params, lr=1e-3, ...)``.
-
-    ``SparseAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False)``; zero
-    gradient entries stand for absent sparse entries. Arguments as :func:`sparse_adam` (which
-    also gives the update rule); ``params`` as :class:`optim_jax.Optimizer` takes them. torch's
-    ``foreach``, ``fused``, ``capturable`` and ``differentiable`` are accepted and ignored
-    (every step is one compiled XLA program). State per parameter: ``step``, ``exp_avg``,
-    ``exp_avg_sq``.
-    """
-
-    transform = staticmethod(sparse_adam)
-
-    def _add_group(self, param_group):
-        # torch names the offending parameter by [group index, index in group]
-        if isinstance(param_group, dict):
-            _reject_unsupported(param_group.get("params"), len(self.param_groups))
-        super()._add_group(param_group)

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 import optim_jax as optim
-from optim_jax.adafactor import Adafactor, adafactor
-from optim_jax.muon import Muon, muon, zeropower_via_newtonschulz
-from optim_jax.rmsprop import RMSprop, rmsprop
+from optim_jax import Adafactor, Muon, RMSprop, SparseAdam
+from optim_jax.adafactor import adafactor
+from optim_jax.muon import muon, zeropower_via_newtonschulz
+from optim_jax.rmsprop import rmsprop
 from optim_jax.rprop import rprop
-from optim_jax.sparse_adam import SparseAdam, sparse_adam
+from optim_jax.sparse_adam import sparse_adam
 
 STEPS = 25
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}

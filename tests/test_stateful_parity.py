@@ -1,12 +1,12 @@
 """Every algorithm's torch-style class against torch's class: two param groups with different
 options over a nested pytree, 25 steps; and a state_dict round trip that continues exactly."""
 
-import importlib
-
 import flax.serialization
 import jax
 import numpy as np
 import pytest
+
+import optim_jax as optim
 
 from algorithms import ALGORITHMS, GROUP_OPTIONS
 from conftest import like_tree, random_tree
@@ -15,9 +15,8 @@ STEPS = 25
 
 
 def stateful_class(name):
-    """The CapWords class, found beside its pure factory (``optim_jax.sgd.SGD``)."""
-    factory, torch_name, _ = ALGORITHMS[name]
-    return getattr(importlib.import_module(factory.__module__), torch_name)
+    """The CapWords class of the algorithm (torch's name, ``optim_jax.SGD``)."""
+    return getattr(optim, ALGORITHMS[name][1])
 
 
 def split(tree):
