@@ -49,7 +49,8 @@ from optim_jax.stateful.algorithms import (
 )
 from optim_jax.stateful.hooks import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from optim_jax.hyperparams import InjectHyperparamsState, inject_hyperparams
-from optim_jax.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_step
+from optim_jax.lbfgs import LBFGSState, lbfgs, lbfgs_step
+from optim_jax.stateful.lbfgs import LBFGS
 from optim_jax.muon import (
     MuonState,
     muon,

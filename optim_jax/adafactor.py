@@ -17,19 +17,6 @@ from optim_jax.base import (
 from optim_jax.numerics import is_static_zero
 
 
-def norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
-    """torch's ``Tensor.norm()``: the 2-norm accumulated in at least float32, returned in
-    ``x``'s dtype (a bfloat16 tensor's norm is rounded to bfloat16, as torch's is)."""
-    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    return jnp.sqrt(jnp.sum(wide * wide, axis=axis, keepdims=keepdims)).astype(x.dtype)
-
-
-def reject_complex(params: Any, message: str) -> None:
-    """Raises torch's ``RuntimeError(message)`` if a leaf of ``params`` is complex."""
-    if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(params)):
-        raise RuntimeError(message)
-
-
 class AdafactorState(NamedTuple):
     """torch's Adafactor state: the step count and the (factored) second moments.
 
@@ -83,7 +70,7 @@ def scale_by_adafactor(
     eps1, eps2 = eps
 
     def init(params):
-        reject_complex(params, "Adafactor does not support complex parameters")
+        validation.reject_complex(params, "Adafactor does not support complex parameters")
 
         def fields(p):
             if jnp.ndim(p) > 1:
@@ -97,7 +84,7 @@ def scale_by_adafactor(
         return AdafactorState(jnp.zeros([], jnp.int32), row_var, col_var, variance)
 
     def update(updates, state, params=None):
-        transform._require_params(params, "scale_by_adafactor")
+        transform.require_params(params, "scale_by_adafactor")
         leaves = jax.tree.leaves(updates)
         if not leaves:
             return updates, state
@@ -114,12 +101,12 @@ def scale_by_adafactor(
 
         def one(g, p, row_var, col_var, variance):
             scale = jnp.maximum(
-                jnp.asarray(eps2, dtype), norm(p).astype(dtype) / math.sqrt(p.size)
+                jnp.asarray(eps2, dtype), transform.norm(p).astype(dtype) / math.sqrt(p.size)
             )
             if g.ndim > 1:
-                row_mean = jnp.square(norm(g, axis=-1, keepdims=True)) / g.shape[-1]
+                row_mean = jnp.square(transform.norm(g, axis=-1, keepdims=True)) / g.shape[-1]
                 row_var = numerics.lerp(row_var, row_mean, one_minus_beta2)
-                col_mean = jnp.square(norm(g, axis=-2, keepdims=True)) / g.shape[-2]
+                col_mean = jnp.square(transform.norm(g, axis=-2, keepdims=True)) / g.shape[-2]
                 col_var = numerics.lerp(col_var, col_mean, one_minus_beta2)
                 estimate = (row_var * col_var) / jnp.maximum(
                     jnp.mean(row_var, axis=-2, keepdims=True), numerics.like(first_eps, g)
@@ -131,7 +118,7 @@ def scale_by_adafactor(
                 jnp.maximum(estimate, numerics.like(first_eps * first_eps, g))
             ) * g
             denom = jnp.maximum(
-                1.0, norm(direction).astype(dtype) / (math.sqrt(direction.size) * d)
+                1.0, transform.norm(direction).astype(dtype) / (math.sqrt(direction.size) * d)
             )
             # torch's add_(update, alpha=-alpha / denom), alpha = scale * rho_t
             size = jnp.where(use_lr, numerics.step_scale(group_lr, state.step, denom, scale),

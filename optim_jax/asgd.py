@@ -81,7 +81,7 @@ def scale_by_asgd(
         )
 
     def update(updates, state, params=None):
-        transform._require_params(params, "scale_by_asgd")
+        transform.require_params(params, "scale_by_asgd")
         step_lr = numerics.resolve(lr, state.step)
         first = jnp.asarray(step_lr, _SCALAR_STATE_DTYPE)  # torch's lazy init: eta = lr
         eta = jnp.where(state.step == 0, first, state.eta).astype(scalars())

@@ -32,7 +32,6 @@ when x64 is off. The float64 path is plain float64 as before.
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -44,7 +43,6 @@ from jax.sharding import PartitionSpec as P
 from optim_jax import numerics, validation
 from optim_jax.numerics import Mixed, py_max, py_min, select
 from optim_jax.base import GradientTransformationExtraArgs, Params
-from optim_jax.stateful.optimizer import Optimizer
 from optim_jax.sharding import place_state
 
 _C1, _C2 = 1e-4, 0.9  # strong-Wolfe constants, as torch
@@ -606,52 +604,3 @@ def lbfgs(
         return jax.tree.map(jnp.subtract, it.x, params), it.state
 
     return GradientTransformationExtraArgs(init, update)
-
-
-class LBFGS(Optimizer):
-    """torch.optim.LBFGS over JAX pytrees: ``LBFGS(params, lr=1, max_iter=20, ...)``.
-
-    Arguments as :func:`lbfgs`; ``params`` as :class:`optim_jax.Optimizer` takes them (a pytree
-    or an nnx Module; one group only, torch's error otherwise). torch's ``foreach``, ``fused``,
-    ``capturable`` and ``differentiable`` are accepted and ignored.
-    ``step(closure, *args, **kwargs)`` runs torch's whole step, every evaluation of
-    ``closure(params, *args, **kwargs)`` included, as one compiled loop and returns the loss at
-    the start of the step. A non-finite loss or gradient stops the step before the move that
-    produced it and warns. State, torch's names (:class:`LBFGSState`): each parameter's entry
-    holds its own slice of ``d``, ``prev_flat_grad`` and the ring buffers ``old_dirs``,
-    ``old_stps`` (``history_size`` rows of its shape), and the scalars ``t``, ``num_old``,
-    ``head``, ``H_diag``, ``prev_loss``, ``n_iter``, ``func_evals``, ``nonfinite``; ``ro`` is
-    under parameter 0, where torch keeps all of its state.
-    """
-
-    transform = staticmethod(lbfgs)
-    static_args = ("max_iter", "max_eval", "history_size")
-    max_groups = 1
-
-    def _step(self, closure, args, kwargs):
-        if closure is None:
-            raise RuntimeError("LBFGS.step needs a closure: opt.step(closure, *args)")
-        loss = super()._step(closure, args, kwargs)
-        if bool(self._records[0].state.nonfinite):
-            warnings.warn(
-                "LBFGS: the closure returned a non-finite loss or gradient; the step stopped "
-                "before that move, params hold the last finite point",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return loss
-
-    def _closure_program(self, objective, structures):
-        """torch's whole step, every closure evaluation included, as the compiled body; the
-        evaluations' changes to nnx variables other than params are not kept."""
-
-        evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
-
-        def run(trees, states, vector, arrays):
-            options, _ = self._options.options_for(structures[0], vector, 0)
-            loss, params, state = lbfgs_step(
-                lambda p: evaluate([p], arrays)[0], trees[0], states[0], **options
-            )
-            return loss, {}, [params], [state]
-
-        return run

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from optim_jax import numerics, transform, validation
-from optim_jax.adafactor import norm, reject_complex
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -112,7 +111,7 @@ def zeropower_via_newtonschulz(
     if transpose:
         x = x.T
     # ortho_grad.div_(ortho_grad.norm().clamp(min=eps)), all in bfloat16
-    x = (x.astype(f32) / jnp.maximum(norm(x), _bf16(eps)).astype(f32)).astype(bf16)
+    x = (x.astype(f32) / jnp.maximum(transform.norm(x), _bf16(eps)).astype(f32)).astype(bf16)
 
     def dot(p, q):
         return jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST)
@@ -202,7 +201,7 @@ def scale_by_newton_schulz(
             scale = numerics.step_scale(lr, None, 1.0, adjusted_lr_ratio(u.shape, adjust_lr_fn))
             return ortho * numerics.like(scale, u)
 
-        return transform._stateless(lambda updates, params: jax.tree.map(one, updates))
+        return transform.stateless(lambda updates, params: jax.tree.map(one, updates))
 
     return transform.scheduled(build, lr)
 
@@ -214,7 +213,7 @@ def _check_matrices(params: Any) -> None:
                 "Muon only supports 2D parameters whereas we found a parameter with size: "
                 f"torch.Size({list(jnp.shape(leaf))})"
             )
-    reject_complex(params, "Muon does not support complex parameters")
+    validation.reject_complex(params, "Muon does not support complex parameters")
 
 
 def muon(

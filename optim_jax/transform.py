@@ -24,7 +24,7 @@ from optim_jax.combine import chain
 from optim_jax.sharding import place_state
 
 
-def _stateless(fn) -> GradientTransformation:
+def stateless(fn) -> GradientTransformation:
     """A transform from ``fn(updates, params) -> updates`` that keeps no state."""
 
     def init(params):
@@ -37,16 +37,23 @@ def _stateless(fn) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+    """torch's ``Tensor.norm()``: the 2-norm accumulated in at least float32, returned in
+    ``x``'s dtype (a bfloat16 tensor's norm is rounded to bfloat16, as torch's is)."""
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return jnp.sqrt(jnp.sum(wide * wide, axis=axis, keepdims=keepdims)).astype(x.dtype)
+
+
 def negate() -> GradientTransformation:
     """``u -> -u``: how ``maximize=True`` turns ascent into descent, before anything else.
 
     Returns:
       A stateless :class:`~optim_jax.GradientTransformation`.
     """
-    return _stateless(lambda updates, params: jax.tree.map(jnp.negative, updates))
+    return stateless(lambda updates, params: jax.tree.map(jnp.negative, updates))
 
 
-def _require_params(params: Any, name: str) -> None:
+def require_params(params: Any, name: str) -> None:
     if params is None:
         raise ValueError(f"{name} needs the current params: call update(updates, state, params)")
 
@@ -66,10 +73,10 @@ def add_decayed_weights(weight_decay: float | jax.Array) -> GradientTransformati
     """
 
     def fn(updates, params):
-        _require_params(params, "add_decayed_weights")
+        require_params(params, "add_decayed_weights")
         return jax.tree.map(lambda u, p: u + numerics.like(weight_decay, p) * p, updates, params)
 
-    return _stateless(fn)
+    return stateless(fn)
 
 
 def clip_grad_norm(max_norm: float, norm_type: float = 2.0) -> GradientTransformation:
@@ -107,7 +114,7 @@ def clip_grad_norm(max_norm: float, norm_type: float = 2.0) -> GradientTransform
         scale = jnp.minimum(max_norm / (total + 1e-6), 1.0)
         return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
 
-    return _stateless(fn)
+    return stateless(fn)
 
 
 def scheduled(build: Callable[[Any], GradientTransformation], lr: ScalarOrSchedule
@@ -149,7 +156,7 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
       A :class:`~optim_jax.GradientTransformation`: stateless for a constant, with a
       :class:`ScheduleState` for a schedule.
     """
-    return scheduled(lambda lr: _stateless(
+    return scheduled(lambda lr: stateless(
         lambda updates, params: jax.tree.map(lambda u: u * numerics.like(-lr, u), updates)
     ), lr)
 
@@ -175,10 +182,10 @@ def decay_weights(lr: ScalarOrSchedule, weight_decay: Any) -> GradientTransforma
         factor = numerics.decay_factor(lr, weight_decay)
 
         def fn(updates, params):
-            _require_params(params, "decay_weights")
+            require_params(params, "decay_weights")
             return jax.tree.map(lambda u, p: numerics.decayed(u, p, factor), updates, params)
 
-        return _stateless(fn)
+        return stateless(fn)
 
     return scheduled(build, lr)
 

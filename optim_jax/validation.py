@@ -138,3 +138,9 @@ def check_adam_family(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
     check_eps(eps)
     check_betas(betas)
     check_weight_decay(weight_decay)
+
+
+def reject_complex(params: Any, message: str) -> None:
+    """Raises torch's ``RuntimeError(message)`` if a leaf of ``params`` is complex."""
+    if any(np.iscomplexobj(leaf) for leaf in jax.tree.leaves(params)):
+        raise RuntimeError(message)

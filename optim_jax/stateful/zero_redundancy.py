@@ -7,7 +7,7 @@ from typing import Any
 
 from jax.sharding import Mesh
 
-from optim_jax.lbfgs import LBFGS
+from optim_jax.stateful.lbfgs import LBFGS
 from optim_jax.sharding import params_mesh, zero_redundancy
 
 
