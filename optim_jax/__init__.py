@@ -8,7 +8,7 @@ from optim_jax import lr_scheduler, schedules, swa_utils
 from optim_jax.adadelta import AdadeltaState, adadelta, scale_by_adadelta
 from optim_jax.adafactor import AdafactorState, adafactor, scale_by_adafactor
 from optim_jax.adagrad import AdagradState, adagrad, scale_by_adagrad
-from optim_jax.adam import adam
+from optim_jax.adam import AdamState, adam, scale_by_adam
 from optim_jax.adamax import AdamaxState, adamax, scale_by_adamax
 from optim_jax.adamw import adamw
 from optim_jax.asgd import ASGDState, asgd, scale_by_asgd
@@ -70,14 +70,12 @@ from optim_jax.sharding import zero_redundancy
 from optim_jax.stateful.zero_redundancy import ZeroRedundancyOptimizer
 from optim_jax.sparse_adam import scale_by_sparse_adam, sparse_adam
 from optim_jax.transform import (
-    AdamState,
     MomentumState,
     ScheduleState,
     add_decayed_weights,
     clip_grad_norm,
     descent,
     negate,
-    scale_by_adam,
     scale_by_learning_rate,
     trace_momentum,
 )

@@ -2,9 +2,104 @@
 
 from __future__ import annotations
 
-from optim_jax import transform, validation
-from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax import numerics, transform, validation
+from optim_jax.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_jax.combine import view_as_real
+
+
+class AdamState(NamedTuple):
+    """torch's Adam state: the step count, the two moments and the AMSGrad maximum.
+
+    Attributes:
+      step: :math:`t`, the number of updates made (an int32 scalar).
+      exp_avg: :math:`m_t`, the first moment, shaped like the params.
+      exp_avg_sq: :math:`v_t`, the second moment, shaped like the params.
+      max_exp_avg_sq: the running maximum of :math:`v_t`; ``None`` (no leaves) unless
+        ``amsgrad``.
+    """
+
+    step: jax.Array
+    exp_avg: Any
+    exp_avg_sq: Any
+    max_exp_avg_sq: Any
+
+
+def scale_by_adam(
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    amsgrad: bool = False,
+    *,
+    lr: ScalarOrSchedule | None = None,
+) -> GradientTransformation:
+    """Adam's bias-corrected moment ratio (Kingma & Ba, 2015), as torch computes it.
+
+    .. math::
+        m_t = \\operatorname{lerp}(m_{t-1}, g_t, 1 - \\beta_1), \\quad
+        v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2, \\quad
+        u_t = \\frac{m_t / (1 - \\beta_1^t)}{\\sqrt{\\hat v_t} / \\sqrt{1 - \\beta_2^t} + \\epsilon}
+
+    with :math:`\\hat v_t = \\max(\\hat v_{t-1}, v_t)` under AMSGrad, else :math:`v_t`. The
+    learning rate is applied by the next block.
+
+    Args:
+      betas: :math:`(\\beta_1, \\beta_2)`, decay rates of the moment estimates.
+      eps: :math:`\\epsilon`, added to the denominator after the bias correction.
+      amsgrad: divide by the running maximum of :math:`v_t`.
+      lr: if given (a float, array or schedule), the block emits torch's step
+        :math:`-\\gamma u_t` itself, with torch's ``step_size = lr / (1 - beta1**t)`` formed
+        as torch forms it (in ``lr``'s dtype for an array, torch's tensor lr).
+
+    Returns:
+      The block, emitting :math:`u_t` (multiply by ``-lr`` afterwards,
+      :func:`scale_by_learning_rate`) or, with ``lr``, the step; its state is an
+      :class:`AdamState`.
+    """
+    beta1, beta2 = betas
+
+    def init(params):
+        zeros = lambda: jax.tree.map(numerics.zeros_like, params)  # noqa: E731
+        return AdamState(
+            step=jnp.zeros([], jnp.int32),
+            exp_avg=zeros(),
+            exp_avg_sq=zeros(),
+            max_exp_avg_sq=zeros() if amsgrad else None,
+        )
+
+    def update(updates, state, params=None):
+        del params
+        step = numerics.increment(state.step)
+        correction1 = numerics.bias_correction(beta1, step)
+        correction2_sqrt = jnp.sqrt(numerics.bias_correction(beta2, step))
+        exp_avg = jax.tree.map(
+            lambda m, g: numerics.lerp(m, g, 1 - beta1), state.exp_avg, updates
+        )
+        exp_avg_sq = jax.tree.map(
+            lambda v, g: v * numerics.like(beta2, v) + numerics.like(1 - beta2, g) * g * g,
+            state.exp_avg_sq,
+            updates,
+        )
+        if amsgrad:
+            max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
+            second = max_exp_avg_sq
+        else:
+            max_exp_avg_sq, second = None, exp_avg_sq
+
+        # one scalar division, not one per element: torch's addcdiv(m, denom, -step_size)
+        scale = numerics.step_scale(lr, state.step, correction1)
+
+        def ratio(m, v):
+            denom = jnp.sqrt(v) / numerics.like(correction2_sqrt, v) + numerics.like(eps, v)
+            return (m * numerics.like(scale, m)) / denom
+
+        updates = jax.tree.map(ratio, exp_avg, second)
+        return updates, AdamState(step, exp_avg, exp_avg_sq, max_exp_avg_sq)
+
+    return GradientTransformation(init, update)
 
 
 def adam(
@@ -78,6 +173,6 @@ def adam(
     validation.check_adam_family(lr, betas, eps, weight_decay)
     validation.check_beta_kinds(betas)
     return view_as_real(transform.descent(
-        transform.scale_by_adam(betas, eps, amsgrad, lr=lr), lr, weight_decay,
+        scale_by_adam(betas, eps, amsgrad, lr=lr), lr, weight_decay,
         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay, lr_in_core=True,
     ))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optim_jax import numerics, transform, validation
+from optim_jax.adam import AdamState, scale_by_adam
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -69,7 +70,7 @@ def scale_by_nadam(
       step.
     """
     beta1, beta2 = betas
-    adam = transform.scale_by_adam(betas, eps)  # for its moments (its ratio is unused)
+    adam = scale_by_adam(betas, eps)  # for its moments (its ratio is unused)
 
     def init(params):
         step, exp_avg, exp_avg_sq, _ = adam.init(params)
@@ -77,7 +78,7 @@ def scale_by_nadam(
 
     def update(updates, state, params=None):
         del params
-        adam_state = transform.AdamState(state.step, state.exp_avg, state.exp_avg_sq, None)
+        adam_state = AdamState(state.step, state.exp_avg, state.exp_avg_sq, None)
         _, moments = adam.update(updates, adam_state)
         t = moments.step.astype(numerics.scalar_dtype())
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * momentum_decay)))

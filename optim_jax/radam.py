@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_jax import numerics, transform, validation
+from optim_jax.adam import AdamState, scale_by_adam
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -106,14 +107,14 @@ def scale_by_radam(
       The block, emitting :math:`d_t`; multiply by ``-lr`` afterwards.
     """
     beta1, beta2 = betas
-    adam = transform.scale_by_adam(betas, eps)  # for its moments (its ratio is unused)
+    adam = scale_by_adam(betas, eps)  # for its moments (its ratio is unused)
 
     def init(params):
         return RAdamState(*adam.init(params)[:3])
 
     def update(updates, state, params=None):
         del params
-        _, moments = adam.update(updates, transform.AdamState(*state, None))
+        _, moments = adam.update(updates, AdamState(*state, None))
         state = RAdamState(*moments[:3])
         correction1 = numerics.bias_correction(beta1, state.step)
         correction2 = numerics.bias_correction(beta2, state.step)

@@ -21,9 +21,8 @@ class RMSpropState(NamedTuple):
     """torch's RMSprop state: the step count, the mean square and, centred, the mean gradient.
 
     Attributes:
-      step: the number of updates made (an int32 scalar); ``None`` when a momentum block
-        follows and keeps torch's ``step`` itself (its ``MomentumState.step`` counts the same
-        updates).
+      step: the number of updates made (an int32 scalar). With momentum, the momentum block's
+        ``step`` counts the same updates; torch's state view shows one ``step``.
       square_avg: :math:`v_t`, the running mean of :math:`g^2`, shaped like the params.
       grad_avg: :math:`\\bar g_t`, the running mean of :math:`g`, shaped like the params;
         ``None`` unless ``centered``.
@@ -35,7 +34,7 @@ class RMSpropState(NamedTuple):
 
 
 def scale_by_rms(
-    alpha: Any = 0.99, eps: Any = 1e-8, centered: bool = False, count_steps: bool = True
+    alpha: Any = 0.99, eps: Any = 1e-8, centered: bool = False
 ) -> GradientTransformation:
     """Divides by the root of a running mean of squared gradients, as torch's RMSprop does.
 
@@ -50,8 +49,6 @@ def scale_by_rms(
       alpha: smoothing constant :math:`\\alpha` of the running means.
       eps: :math:`\\epsilon`, added to the root.
       centered: subtract the squared running mean of the gradient (an estimate of its variance).
-      count_steps: keep torch's ``step`` counter in this state (turn off when a following block
-        keeps a ``step`` of its own).
 
     Returns:
       The transform; its state is an :class:`RMSpropState`.
@@ -60,7 +57,7 @@ def scale_by_rms(
     def init(params):
         zeros = lambda: jax.tree.map(numerics.zeros_like, params)  # noqa: E731
         return RMSpropState(
-            step=jnp.zeros([], jnp.int32) if count_steps else None,
+            step=jnp.zeros([], jnp.int32),
             square_avg=zeros(),
             grad_avg=zeros() if centered else None,
         )
@@ -84,7 +81,7 @@ def scale_by_rms(
         updates = jax.tree.map(
             lambda g, root: g / (root + numerics.like(eps, root)), updates, roots
         )
-        step = None if state.step is None else numerics.increment(state.step)
+        step = numerics.increment(state.step)
         return updates, RMSpropState(step, square_avg, grad_avg)
 
     return GradientTransformation(init, update)
@@ -147,7 +144,7 @@ def rmsprop(
     # torch's buffer starts at zero, so b_1 = 0 * mu + g_1 / avg: SGD's momentum without
     # dampening (whose first buffer is the input itself) gives the same numbers.
     with_momentum = not is_static_zero(momentum)
-    core = scale_by_rms(alpha, eps, centered, count_steps=not with_momentum)
+    core = scale_by_rms(alpha, eps, centered)
     if with_momentum:
         core = chain(core, transform.trace_momentum(momentum))
     return view_as_real(transform.descent(core, lr, weight_decay, maximize=maximize))

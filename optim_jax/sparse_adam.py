@@ -20,7 +20,7 @@ from optim_jax.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
 )
-from optim_jax.transform import AdamState
+from optim_jax.adam import AdamState
 
 
 def scale_by_sparse_adam(

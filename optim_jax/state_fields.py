@@ -36,12 +36,15 @@ def _walk(state: Any, treedef: Any, fn: Callable[[str, Any], Any]) -> Any:
 
 
 def collect_fields(state: Any, treedef: Any) -> list[tuple[str, Any]]:
-    """``(name, value)`` of every field, in a fixed walk order."""
+    """``(name, value)`` of every field, in a fixed walk order.
+
+    A name may come twice: two blocks of a chain may each count torch's ``step`` (RMSprop's
+    running mean and its momentum). They count the same steps; torch's per-parameter view
+    shows the first, and loading writes the saved value into each.
+    """
     fields: list[tuple[str, Any]] = []
 
     def record(name, value):
-        if any(name == seen for seen, _ in fields):
-            raise ValueError(f"two state fields are named {name!r}; names must be unique")
         fields.append((name, value))
         return value
 

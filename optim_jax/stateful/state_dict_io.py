@@ -54,8 +54,11 @@ def per_param_entries(trees: list, states: list) -> dict[int, dict[str, Any]]:
         treedef = jax.tree.structure(params)
         fields = collect_fields(state, treedef)
         for i in range(treedef.num_leaves):
-            entry = {name: field_leaf(value, treedef, i) for name, value in fields}
-            entry = {name: value for name, value in entry.items() if value is not None}
+            entry = {}
+            for name, value in fields:  # the first field of a name, see collect_fields
+                leaf = field_leaf(value, treedef, i)
+                if leaf is not None:
+                    entry.setdefault(name, leaf)
             if entry:
                 entries[index + i] = entry
         index += treedef.num_leaves
