@@ -6,6 +6,9 @@ import jax
 import numpy as np
 import pytest
 
+# Re-exported for the modules that still import them from here; new code imports helpers.trees.
+from helpers.trees import like_tree, random_tree  # noqa: E402,F401
+
 try:
     import torch
 except ImportError:  # pragma: no cover - exercised only on machines without torch
@@ -30,23 +33,6 @@ def x64():
     """Enables float64 for the duration of a test."""
     with jax.enable_x64(True):
         yield
-
-
-def random_tree(rng: np.random.Generator, dtype=np.float32):
-    """A nested dict/list/tuple pytree with scalar, vector and matrix leaves."""
-    return {
-        "scalar": rng.standard_normal(()).astype(dtype),
-        "vector": rng.standard_normal((5,)).astype(dtype),
-        "layers": [
-            {"w": rng.standard_normal((4, 3)).astype(dtype), "b": rng.standard_normal((3,)).astype(dtype)},
-            (rng.standard_normal((2, 3, 2)).astype(dtype),),
-        ],
-    }
-
-
-def like_tree(rng: np.random.Generator, tree):
-    """Random normal leaves shaped and typed like ``tree``'s."""
-    return jax.tree.map(lambda x: rng.standard_normal(np.shape(x)).astype(np.asarray(x).dtype), tree)
 
 
 _BACKEND_COMPILES = []

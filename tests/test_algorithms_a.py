@@ -8,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algorithms import ALGORITHMS
-from conftest import like_tree, random_tree
-from test_parity import STEPS, assert_same_trajectory, jax_trajectory
-from test_stateful_parity import stateful_class
-from torch_reference import torch_trajectory
+from helpers.algorithms import ALGORITHMS
+from helpers.torch_reference import torch_trajectory
+from helpers.trajectories import STEPS, assert_same_trajectory, jax_trajectory, stateful_class
+from helpers.trees import like_tree, random_tree
 
 from optim_jax.radam import sma_lengths
 
@@ -28,18 +27,6 @@ COMPLEX_OPTIONS = {
 
 def torch_optimizer(torch, name, tensors, options):
     return getattr(torch.optim, ALGORITHMS[name][1])(tensors, **options, foreach=False)
-
-
-@pytest.mark.parametrize("name, options", COMPLEX_OPTIONS.items(), ids=list(COMPLEX_OPTIONS))
-def test_complex_params_match_torch(torch_module, x64, name, options):
-    rng = np.random.default_rng(3)
-    cplx = lambda shape: rng.standard_normal(shape) + 1j * rng.standard_normal(shape)  # noqa: E731
-    params = {"z": cplx((3, 2)), "r": rng.standard_normal(4)}
-    grads = [{"z": cplx((3, 2)), "r": rng.standard_normal(4)} for _ in range(STEPS)]
-    torch_cls = getattr(torch_module.optim, ALGORITHMS[name][1])
-    reference = torch_trajectory(torch_module, torch_cls, options, params, grads)
-    ours = jax_trajectory(ALGORITHMS[name][0](**options), params, grads)
-    assert_same_trajectory(ours, reference, np.float64)
 
 
 @pytest.mark.parametrize("name", list(COMPLEX_OPTIONS))

@@ -8,8 +8,8 @@ import pytest
 
 import optim_jax as optim
 
-from algorithms import ALGORITHMS, GROUP_OPTIONS
-from conftest import like_tree, random_tree
+from helpers.algorithms import ALGORITHMS, GROUP_OPTIONS
+from helpers.trees import like_tree, random_tree
 
 STEPS = 25
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 import optim_jax as optim
-from algorithms import VALIDATION
+from helpers.algorithms import VALIDATION
 
 CASES = [
     (optim.sgd, {"lr": -0.1}, "Invalid learning rate: -0.1"),

@@ -1,10 +1,10 @@
 """The table every parametrised test walks: each algorithm's two names and the option sets
 torch's own tests use (torch/testing/_internal/common_optimizers.py), plus a few harder ones.
 
-Algorithms beyond the three below add themselves by a module ``tests/cases/<name>.py`` defining
-``ALGORITHMS`` (same layout) and ``GROUP_OPTIONS`` (two option dicts for the stateful class's
-two param groups: the second overriding the first's defaults) and, optionally, ``VALIDATION``
-(``(factory, options, torch's ValueError message)`` triples)."""
+Algorithms beyond the three below add themselves by a module ``helpers/cases/<name>.py``
+defining ``ALGORITHMS`` (same layout) and ``GROUP_OPTIONS`` (two option dicts for the stateful
+class's two param groups: the second overriding the first's defaults) and, optionally,
+``VALIDATION`` (``(factory, options, torch's ValueError message)`` triples)."""
 
 import importlib
 import pathlib
@@ -69,10 +69,23 @@ GROUP_OPTIONS = {
 VALIDATION = []
 
 for _path in sorted((pathlib.Path(__file__).parent / "cases").glob("[!_]*.py")):
-    _module = importlib.import_module(f"cases.{_path.stem}")
+    _module = importlib.import_module(f"helpers.cases.{_path.stem}")
     ALGORITHMS.update(_module.ALGORITHMS)
     GROUP_OPTIONS.update(_module.GROUP_OPTIONS)
     VALIDATION.extend(getattr(_module, "VALIDATION", []))
+
+
+# The option set the property tests use: these, else each algorithm's last (hardest) one.
+RICH_OPTIONS = {
+    "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+    "adam": {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
+    "adamw": {"lr": 0.01, "amsgrad": True, "maximize": True},
+}
+
+
+def rich_options(name):
+    """Options of ``name`` that switch most of its arithmetic on."""
+    return RICH_OPTIONS.get(name, ALGORITHMS[name][2][-1])
 
 
 def cases():
