@@ -69,7 +69,7 @@ from optim_jax.sgd import sgd
 from optim_jax.sharding import zero_redundancy
 from optim_jax.stateful.zero_redundancy import ZeroRedundancyOptimizer
 from optim_jax.sparse_adam import scale_by_sparse_adam, sparse_adam
-from optim_jax.transform import (
+from optim_jax.blocks import (
     MomentumState,
     ScheduleState,
     add_decayed_weights,

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -110,4 +110,4 @@ def adadelta(
     validation.require(lambda v: 0.0 <= v <= 1.0, rho, f"Invalid rho value: {rho}")
     validation.check_eps(eps)
     validation.check_weight_decay(weight_decay)
-    return view_as_real(transform.descent(scale_by_adadelta(rho, eps), lr, weight_decay, maximize=maximize))
+    return view_as_real(blocks.descent(scale_by_adadelta(rho, eps), lr, weight_decay, maximize=maximize))

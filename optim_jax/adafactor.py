@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -84,7 +84,7 @@ def scale_by_adafactor(
         return AdafactorState(jnp.zeros([], jnp.int32), row_var, col_var, variance)
 
     def update(updates, state, params=None):
-        transform.require_params(params, "scale_by_adafactor")
+        blocks.require_params(params, "scale_by_adafactor")
         leaves = jax.tree.leaves(updates)
         if not leaves:
             return updates, state
@@ -101,12 +101,12 @@ def scale_by_adafactor(
 
         def one(g, p, row_var, col_var, variance):
             scale = jnp.maximum(
-                jnp.asarray(eps2, dtype), transform.norm(p).astype(dtype) / math.sqrt(p.size)
+                jnp.asarray(eps2, dtype), blocks.norm(p).astype(dtype) / math.sqrt(p.size)
             )
             if g.ndim > 1:
-                row_mean = jnp.square(transform.norm(g, axis=-1, keepdims=True)) / g.shape[-1]
+                row_mean = jnp.square(blocks.norm(g, axis=-1, keepdims=True)) / g.shape[-1]
                 row_var = numerics.lerp(row_var, row_mean, one_minus_beta2)
-                col_mean = jnp.square(transform.norm(g, axis=-2, keepdims=True)) / g.shape[-2]
+                col_mean = jnp.square(blocks.norm(g, axis=-2, keepdims=True)) / g.shape[-2]
                 col_var = numerics.lerp(col_var, col_mean, one_minus_beta2)
                 estimate = (row_var * col_var) / jnp.maximum(
                     jnp.mean(row_var, axis=-2, keepdims=True), numerics.like(first_eps, g)
@@ -118,7 +118,7 @@ def scale_by_adafactor(
                 jnp.maximum(estimate, numerics.like(first_eps * first_eps, g))
             ) * g
             denom = jnp.maximum(
-                1.0, transform.norm(direction).astype(dtype) / (math.sqrt(direction.size) * d)
+                1.0, blocks.norm(direction).astype(dtype) / (math.sqrt(direction.size) * d)
             )
             # torch's add_(update, alpha=-alpha / denom), alpha = scale * rho_t
             size = jnp.where(use_lr, numerics.step_scale(group_lr, state.step, denom, scale),
@@ -217,6 +217,6 @@ def adafactor(
     validation.require(
         lambda v: v >= 0.0, weight_decay, f"weight_decay should be >= 0 but is: {weight_decay}"
     )
-    return transform.descent(
+    return blocks.descent(
         scale_by_adafactor(lr, beta2_decay, eps, d, weight_decay), None, maximize=maximize
     )

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -128,7 +128,7 @@ def adagrad(
         f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
     )
     validation.check_eps(eps)
-    return view_as_real(transform.descent(
+    return view_as_real(blocks.descent(
         scale_by_adagrad(lr_decay, initial_accumulator_value, eps, lr=lr),
         lr,
         weight_decay,

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_jax.combine import view_as_real
 
@@ -172,7 +172,7 @@ def adam(
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
     validation.check_beta_kinds(betas)
-    return view_as_real(transform.descent(
+    return view_as_real(blocks.descent(
         scale_by_adam(betas, eps, amsgrad, lr=lr), lr, weight_decay,
         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay, lr_in_core=True,
     ))

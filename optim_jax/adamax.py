@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -115,6 +115,6 @@ def adamax(
       add :math:`\\epsilon` inside the maximum, which the paper does not have.
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
-    return view_as_real(transform.descent(
+    return view_as_real(blocks.descent(
         scale_by_adamax(betas, eps, lr=lr), lr, weight_decay, maximize=maximize, lr_in_core=True
     ))

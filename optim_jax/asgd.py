@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -81,7 +81,7 @@ def scale_by_asgd(
         )
 
     def update(updates, state, params=None):
-        transform.require_params(params, "scale_by_asgd")
+        blocks.require_params(params, "scale_by_asgd")
         step_lr = numerics.resolve(lr, state.step)
         first = jnp.asarray(step_lr, _SCALAR_STATE_DTYPE)  # torch's lazy init: eta = lr
         eta = jnp.where(state.step == 0, first, state.eta).astype(scalars())
@@ -168,4 +168,4 @@ def asgd(
     """
     validation.check_lr(lr)
     validation.check_weight_decay(weight_decay)
-    return transform.descent(scale_by_asgd(lr, lambd, alpha, t0), None, weight_decay, maximize=maximize)
+    return blocks.descent(scale_by_asgd(lr, lambd, alpha, t0), None, weight_decay, maximize=maximize)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -111,7 +111,7 @@ def zeropower_via_newtonschulz(
     if transpose:
         x = x.T
     # ortho_grad.div_(ortho_grad.norm().clamp(min=eps)), all in bfloat16
-    x = (x.astype(f32) / jnp.maximum(transform.norm(x), _bf16(eps)).astype(f32)).astype(bf16)
+    x = (x.astype(f32) / jnp.maximum(blocks.norm(x), _bf16(eps)).astype(f32)).astype(bf16)
 
     def dot(p, q):
         return jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST)
@@ -201,9 +201,9 @@ def scale_by_newton_schulz(
             scale = numerics.step_scale(lr, None, 1.0, adjusted_lr_ratio(u.shape, adjust_lr_fn))
             return ortho * numerics.like(scale, u)
 
-        return transform.stateless(lambda updates, params: jax.tree.map(one, updates))
+        return blocks.stateless(lambda updates, params: jax.tree.map(one, updates))
 
-    return transform.scheduled(build, lr)
+    return blocks.scheduled(build, lr)
 
 
 def _check_matrices(params: Any) -> None:
@@ -287,6 +287,6 @@ def muon(
         scale_by_newton_schulz(ns_coefficients, ns_steps, eps, adjust_lr_fn, lr=lr),
     )
     # theta <- theta * (1 - lr * weight_decay) - lr * r * NS(...)
-    return transform.descent(
+    return blocks.descent(
         core, lr, weight_decay, decoupled_weight_decay=True, lr_in_core=True
     )

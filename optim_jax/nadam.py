@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.adam import AdamState, scale_by_adam
 from optim_jax.base import (
     GradientTransformation,
@@ -162,7 +162,7 @@ def nadam(
     validation.require(
         lambda v: v >= 0.0, momentum_decay, f"Invalid momentum_decay value: {momentum_decay}"
     )
-    return view_as_real(transform.descent(
+    return view_as_real(blocks.descent(
         scale_by_nadam(betas, eps, momentum_decay, lr=lr),
         lr,
         weight_decay,

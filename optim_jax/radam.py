@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.adam import AdamState, scale_by_adam
 from optim_jax.base import (
     GradientTransformation,
@@ -194,7 +194,7 @@ def radam(
       Beyond <https://arxiv.org/abs/1908.03265>`_, ICLR 2020.
     """
     validation.check_adam_family(lr, betas, eps, weight_decay)
-    return view_as_real(transform.descent(
+    return view_as_real(blocks.descent(
         scale_by_radam(betas, eps),
         lr,
         weight_decay,

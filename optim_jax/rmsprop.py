@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -146,5 +146,5 @@ def rmsprop(
     with_momentum = not is_static_zero(momentum)
     core = scale_by_rms(alpha, eps, centered)
     if with_momentum:
-        core = chain(core, transform.trace_momentum(momentum))
-    return view_as_real(transform.descent(core, lr, weight_decay, maximize=maximize))
+        core = chain(core, blocks.trace_momentum(momentum))
+    return view_as_real(blocks.descent(core, lr, weight_decay, maximize=maximize))

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -153,5 +153,5 @@ def rprop(
     validation.require(lambda v: 0.0 < v < 1.0, etas[0], message)
     validation.require(lambda v: 1.0 < v, etas[1], message)
     return view_as_real(
-        transform.descent(scale_by_rprop(lr, etas, step_sizes), None, maximize=maximize)
+        blocks.descent(scale_by_rprop(lr, etas, step_sizes), None, maximize=maximize)
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optim_jax import transform, validation
+from optim_jax import blocks, validation
 from optim_jax.base import GradientTransformationExtraArgs, ScalarOrSchedule, identity
 from optim_jax.numerics import is_static_zero
 
@@ -70,6 +70,6 @@ def sgd(
     validation.check_nesterov(nesterov, momentum, dampening)
     core = (
         identity() if is_static_zero(momentum)
-        else transform.trace_momentum(momentum, dampening, nesterov)
+        else blocks.trace_momentum(momentum, dampening, nesterov)
     )
-    return transform.descent(core, lr, weight_decay, maximize=maximize)
+    return blocks.descent(core, lr, weight_decay, maximize=maximize)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.sparse import JAXSparse
 
-from optim_jax import numerics, transform, validation
+from optim_jax import blocks, numerics, validation
 from optim_jax.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -156,4 +156,4 @@ def sparse_adam(
         reject_unsupported(params)
         return inner.init(params)
 
-    return transform.descent(GradientTransformation(init, inner.update), None, maximize=maximize)
+    return blocks.descent(GradientTransformation(init, inner.update), None, maximize=maximize)
