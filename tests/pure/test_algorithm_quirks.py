@@ -1,35 +1,23 @@
-"""Adagrad, Adadelta, Adamax, ASGD, NAdam and RAdam beyond the table-driven tests: complex
-parameters, ASGD's averaged parameters, torch's state names and float32 scalar state, torch's
-quirks kept (lazy ASGD eta, Adagrad's constructor-wide initial accumulator), and RAdam's
-cancellation-free rho_t."""
+"""What the table-driven trajectories cannot show, per algorithm: torch's state names and
+float32 scalar state, ASGD's averaged parameters, torch's quirks kept (lazy ASGD eta, Adagrad's
+constructor-wide initial accumulator, Adafactor's group-wide epsilon1 from the first parameter),
+Adafactor's state shapes, and RAdam's cancellation-free rho_t."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import optim_jax as optim
 from helpers.algorithms import ALGORITHMS
-from helpers.torch_reference import torch_trajectory
-from helpers.trajectories import STEPS, assert_same_trajectory, jax_trajectory, stateful_class
+from helpers.torch_reference import run_torch
+from helpers.trajectories import (STEPS, TOLERANCE, committed, jax_trajectory, stateful_class,
+                                  torch_optimizer)
 from helpers.trees import like_tree, random_tree
-
 from optim_jax.radam import sma_lengths
 
-COMPLEX_OPTIONS = {
-    "adagrad": {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1, "initial_accumulator_value": 0.2},
-    "adadelta": {"lr": 0.5, "weight_decay": 0.1, "maximize": True},
-    "adamax": {"lr": 0.05, "weight_decay": 0.1},
-    "asgd": {"lr": 0.05, "t0": 5, "lambd": 0.01, "weight_decay": 0.1, "maximize": True},
-    "nadam": {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
-    "radam": {"lr": 0.05, "betas": (0.9, 0.99), "weight_decay": 0.1},
-}
 
-
-def torch_optimizer(torch, name, tensors, options):
-    return getattr(torch.optim, ALGORITHMS[name][1])(tensors, **options, foreach=False)
-
-
-@pytest.mark.parametrize("name", list(COMPLEX_OPTIONS))
+@pytest.mark.parametrize("name", ["adagrad", "adadelta", "adamax", "asgd", "nadam", "radam"])
 def test_state_names_and_scalar_state_match_torch(torch_module, x64, name):
     """The same state entries as torch's, and the scalar ones (ASGD's eta and mu, NAdam's
     mu_product: float32 tensors in torch) bit-identical after 25 float64 steps."""
@@ -68,8 +56,8 @@ def test_asgd_averaged_params_match_torch(torch_module, x64, t0):
     rng = np.random.default_rng(8)
     params = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
     tx = ALGORITHMS["asgd"][0](**options)
-    state = tx.init(jax.tree.map(jnp.asarray, params))
-    ours = jax.tree.map(jnp.asarray, params)
+    ours = committed(params)
+    state = committed(tx.init(ours))
     opt = stateful_class("asgd")(params, **options)
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     theirs = torch_optimizer(torch, "asgd", list(tensors.values()), options)
@@ -142,3 +130,41 @@ def test_radam_rho_t_is_accurate_in_float32(beta2, traced):
         np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6, err_msg=f"step {t}")
         assert (ours > 5) == (expected > 5)
     np.testing.assert_allclose(rho_inf, 2 / (1 - b) - 1, rtol=1e-6)
+
+
+def test_adafactor_epsilon1_comes_from_the_first_parameter_like_torch(torch_module, x64):
+    """torch sets eps1 = finfo(first param's dtype).eps and keeps it for the group."""
+    rng = np.random.default_rng(12)
+    params = [rng.standard_normal((3, 4)).astype(np.float32) * 1e-3, rng.standard_normal(6) * 1e-3]
+    # the vector's second moment (~1e-18) sits below float32's eps1**2 (~1.4e-14) but far above
+    # float64's (~4.9e-32): which epsilon the group uses decides the vector's steps
+    grads = [[rng.standard_normal((3, 4)).astype(np.float32) * 1e-5, rng.standard_normal(6) * 1e-9]
+             for _ in range(STEPS)]
+    reference = run_torch(
+        torch_module, lambda t: torch_module.optim.Adafactor(t, lr=0.1, foreach=False), params, grads
+    )
+    ours = jax_trajectory(optim.adafactor(lr=0.1), params, grads)
+    for step, (a, b) in enumerate(zip(ours, reference)):
+        np.testing.assert_allclose(a[0], b[0], **TOLERANCE[np.float32], err_msg=str(step))
+        np.testing.assert_allclose(a[1], b[1], **TOLERANCE[np.float64], err_msg=str(step))
+    # a float64-first tree would have used float64's epsilon instead: the results differ
+    other = jax_trajectory(optim.adafactor(lr=0.1, eps=(2.0 ** -52, 1e-3)), params, grads)
+    assert not np.allclose(other[-1][1], ours[-1][1], rtol=1e-8, atol=0)
+
+
+def test_adafactor_state_names_and_shapes_match_torch(torch_module):
+    torch = torch_module
+    params = {"m": np.ones((2, 3, 4), np.float32), "v": np.ones(5, np.float32),
+              "s": np.ones((), np.float32)}
+    opt = optim.Adafactor(params)
+    opt.grad = jax.tree.map(np.ones_like, params)
+    opt.step()
+    tensors = [torch.ones(2, 3, 4, requires_grad=True), torch.ones((), requires_grad=True),
+               torch.ones(5, requires_grad=True)]  # jax.tree.leaves order: m, s, v
+    theirs = torch.optim.Adafactor(tensors)
+    for t in tensors:
+        t.grad = torch.ones_like(t)
+    theirs.step()
+    for i, t in enumerate(tensors):
+        ours = {k: v.shape for k, v in opt.state[i].items() if v.size}
+        assert ours == {k: tuple(v.shape) for k, v in theirs.state[t].items()}
