@@ -38,6 +38,7 @@ Run::
 
     python benchmarks/bench_lbfgs.py                     # all problems, 3 timed runs each
     python benchmarks/bench_lbfgs.py --quick             # 2-d and 100-d Rosenbrock, 1 run
+    python benchmarks/bench_lbfgs.py --tiny              # 2-d Rosenbrock, 1 run (the tests)
     python benchmarks/bench_lbfgs.py --markdown out.md   # also write the report to out.md
 """
 
@@ -162,7 +163,10 @@ def digits_problem() -> Problem:
     return Problem("digits softmax regression", x0, loss, torch_loss)
 
 
-def problems(quick: bool) -> list[Problem]:
+def problems(quick: bool, tiny: bool = False) -> list[Problem]:
+    """The problems of a full run; ``quick``: the 2-d and 100-d Rosenbrocks; ``tiny``: 2-d."""
+    if tiny:
+        return [rosenbrock_problem(2)]
     rosenbrocks = [rosenbrock_problem(n) for n in ((2, 100) if quick else (2, 100, 1000))]
     return rosenbrocks if quick else rosenbrocks + [digits_problem()]
 
@@ -466,13 +470,15 @@ def main(argv: list[str] | None = None) -> str:
     """Runs the benchmark, prints the report and returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2-d and 100-d Rosenbrock, 1 run")
+    parser.add_argument("--tiny", action="store_true",
+                        help="2-d Rosenbrock, 1 run: every solver's row (the tests' mode)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
     args = parser.parse_args(argv)
-    threads, repeats = cpu_count(), 1 if args.quick else REPEATS
+    threads, repeats = cpu_count(), 1 if args.quick or args.tiny else REPEATS
     torch.set_num_threads(threads)
     print(header(threads, repeats), flush=True)
     clock, blocks = CpuClock(), []
-    for problem in problems(args.quick):
+    for problem in problems(args.quick, args.tiny):
         blocks.append(run_problem(problem, repeats))
         print(f"  done: {problem.name}", flush=True)
     contention = (

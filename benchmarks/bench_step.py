@@ -24,6 +24,7 @@ Run::
 
     python benchmarks/bench_step.py                     # full run, a few minutes on 2 cores
     python benchmarks/bench_step.py --quick             # small sizes, few repeats (smoke test)
+    python benchmarks/bench_step.py --tiny              # every row once, meaningless timings (tests)
     python benchmarks/bench_step.py --markdown out.md   # also write the report to out.md
     python benchmarks/bench_step.py --algorithms        # every algorithm vs optax and torch
 """
@@ -86,6 +87,18 @@ QUICK_CASES = (
     Case("1 leaf x 100k", 1, 100_000, 3),
     Case("20 leaves x 1k", 20, 1_000, 3),
 )
+TINY_CASES = (Case("3 leaves x 64", 3, 64, 1),)  # every kind of row, once: what the tests run
+
+
+# --tiny switches collections off: its arrays are small, and in a process holding many objects
+# (a test run) each collection takes longer than everything else the tiny run does.
+COLLECT_GARBAGE = True
+
+
+def release_memory() -> None:
+    """Collects garbage between implementations, so one's big arrays do not weigh on the next."""
+    if COLLECT_GARBAGE:
+        gc.collect()
 
 
 class Timing(NamedTuple):
@@ -265,13 +278,13 @@ def algo_rows(
     timings = time_interleaved(steps, case.repeats)
     rows = [Row(case.name, algo, impl, timing) for impl, timing in timings.items()]
     del steps
-    gc.collect()
+    release_memory()
     tx = jax_transforms(algo)["optim_jax"][0]
     params = [jnp.array(p) for p in host_params]
     timing = time_round_trip(tx, params, grads, case.repeats)
     rows.append(Row(case.name, algo, ROUND_TRIP, timing, note="optim_jax's step I/O, no math"))
     del grads, params
-    gc.collect()
+    release_memory()
     for name, flavour in TORCH_FLAVOURS.items():
         impl = f"torch {name}"
         try:
@@ -279,7 +292,7 @@ def algo_rows(
             rows.append(Row(case.name, algo, impl, timing))
         except (RuntimeError, ValueError, NotImplementedError) as e:
             rows.append(Row(case.name, algo, impl, None, note=f"skipped: {str(e)[:60]}"))
-        gc.collect()
+        release_memory()
     return rows
 
 
@@ -376,6 +389,7 @@ def contention(start_wall: float, start_busy: float, start_own: float) -> str:
 
 ALGORITHM_CASE = Case("200 leaves x 200x250", 200, 50_000, 20)
 QUICK_ALGORITHM_CASE = Case("10 leaves x 20x50", 10, 1_000, 3)
+TINY_ALGORITHM_CASE = Case("1 leaf x 1x50", 1, 50, 1)
 
 # name -> (optim_jax factory name, its kwargs, optax counterpart or None, torch class or None).
 # The counterparts are the nearest optax transforms: same algorithm family, not always the same
@@ -418,7 +432,7 @@ def algorithm_report(case: Case) -> str:
             steps["optax"] = jax_step(counterpart(), optax.apply_updates, [jnp.array(p) for p in host_params], grads)
         timings = time_interleaved(steps, case.repeats)
         del steps
-        gc.collect()
+        release_memory()
         torch_ms = None
         if torch_name is not None:
             params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in host_params]
@@ -436,7 +450,7 @@ def algorithm_report(case: Case) -> str:
             f"| {fmt(optax_ms and ms / optax_ms, '.2f')} | {fmt(torch_ms, '.2f')} "
             f"| {fmt(torch_ms and ms / torch_ms, '.2f')} |"
         )
-        gc.collect()
+        release_memory()
     return "\n".join(lines)
 
 
@@ -454,21 +468,27 @@ def main(argv: list[str] | None = None) -> str:
     """Runs the benchmark, prints the report and returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--tiny", action="store_true",
+                        help="one tiny case, one timed step: checks that every row is produced "
+                             "(the tests' mode; the timings mean nothing)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
     parser.add_argument(
         "--algorithms", action="store_true",
         help="instead: one step of every algorithm on one many-leaf case, vs optax and torch",
     )
     args = parser.parse_args(argv)
+    global COLLECT_GARBAGE
+    COLLECT_GARBAGE = not args.tiny
     threads = cpu_count()
     torch.set_num_threads(threads)
     start = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
     print(header(threads), flush=True)
     if args.algorithms:
-        tables = algorithm_report(QUICK_ALGORITHM_CASE if args.quick else ALGORITHM_CASE)
+        tables = algorithm_report(TINY_ALGORITHM_CASE if args.tiny else
+                                  QUICK_ALGORITHM_CASE if args.quick else ALGORITHM_CASE)
     else:
         rows = []
-        for case in QUICK_CASES if args.quick else FULL_CASES:
+        for case in TINY_CASES if args.tiny else QUICK_CASES if args.quick else FULL_CASES:
             rows += run_case(case)
             print(f"  done: {case.name}", flush=True)
         tables = f"{table(rows)}\n\n{summary(rows)}"

@@ -25,6 +25,7 @@ Run::
 
     python benchmarks/bench_wrapper.py                      # 200 timed steps each
     python benchmarks/bench_wrapper.py --quick              # 20 steps: smoke test only
+    python benchmarks/bench_wrapper.py --tiny               # a tiny MLP, 2 steps: every row (tests)
     python benchmarks/bench_wrapper.py --markdown out.md    # also write the table to out.md
 """
 
@@ -50,6 +51,7 @@ import optim_jax
 
 SIZES = (784, 256, 256, 10)
 BATCH = 128
+TINY_SIZES, TINY_BATCH = (16, 8, 8, 10), 8  # --tiny: every row, meaningless timings (tests)
 N_BATCHES = 4
 LR = 1e-3
 SEED = 0
@@ -63,19 +65,20 @@ Step = Callable[[int], "jax.Array | torch.Tensor"]
 # -- shared problem -------------------------------------------------------------------------
 
 
-def make_problem(seed: int = SEED) -> tuple[Weights, Batches]:
+def make_problem(seed: int = SEED, sizes: tuple[int, ...] = SIZES,
+                 batch: int = BATCH) -> tuple[Weights, Batches]:
     """Initial weights (torch's default uniform init; kernels ``(in, out)``) and the batches."""
     rng = np.random.default_rng(seed)
     weights = []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         bound = 1 / np.sqrt(fan_in)
         w = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32)
         b = rng.uniform(-bound, bound, (fan_out,)).astype(np.float32)
         weights.append((w, b))
     batches = [
         (
-            rng.standard_normal((BATCH, SIZES[0]), dtype=np.float32),
-            rng.integers(0, SIZES[-1], BATCH).astype(np.int32),
+            rng.standard_normal((batch, sizes[0]), dtype=np.float32),
+            rng.integers(0, sizes[-1], batch).astype(np.int32),
         )
         for _ in range(N_BATCHES)
     ]
@@ -84,7 +87,7 @@ def make_problem(seed: int = SEED) -> tuple[Weights, Batches]:
 
 def mlp(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     """The plain-JAX MLP of (a) and (b): ``params`` holds ``w0, b0, w1, b1, ...``."""
-    n_layers = len(SIZES) - 1
+    n_layers = len(params) // 2
     for i in range(n_layers):
         x = x @ params[f"w{i}"] + params[f"b{i}"]
         if i < n_layers - 1:
@@ -153,7 +156,7 @@ def optim_jax_step(weights: Weights, batches: Batches) -> Step:
 
 
 class NnxMLP(nnx.Module):
-    """(c)'s model: ``nnx.Linear`` layers of ``SIZES``, ReLU between them."""
+    """(c)'s model: ``nnx.Linear`` layers of the weights' sizes, ReLU between them."""
 
     def __init__(self, weights: Weights):
         rngs = nnx.Rngs(SEED)
@@ -252,19 +255,21 @@ IMPLEMENTATIONS: dict[str, Callable[[Weights, Batches], Step]] = {
 # -- timing and report ------------------------------------------------------------------------
 
 
-def time_round_robin(steps: dict[str, Step], count: int) -> dict[str, tuple[list[float], float]]:
+def time_round_robin(steps: dict[str, Step], count: int, warmup: int = WARMUP,
+                     collect: bool = True) -> dict[str, tuple[list[float], float]]:
     """Milliseconds of ``count`` timed steps of each implementation, and its last loss.
 
     The implementations take turns step by step, so a slow spell of the machine (another
     process, frequency scaling) lands on all of them alike instead of on one block of steps.
     """
-    for i in range(WARMUP):
+    for i in range(warmup):
         for step in steps.values():
             step(i)
-    gc.collect()
+    if collect:  # not for --tiny: in a process with many objects (a test run), a collection
+        gc.collect()  # would take longer than everything else the tiny run does
     times: dict[str, list[float]] = {name: [] for name in steps}
     losses: dict[str, float] = {}
-    for i in range(WARMUP, WARMUP + count):
+    for i in range(warmup, warmup + count):
         for name, step in steps.items():
             start = time.perf_counter()
             loss = step(i)
@@ -282,14 +287,15 @@ def header() -> str:
     )
 
 
-def report(results: dict[str, tuple[list[float], float]], steps: int) -> str:
+def report(results: dict[str, tuple[list[float], float]], steps: int,
+           sizes: tuple[int, ...] = SIZES, batch: int = BATCH, warmup: int = WARMUP) -> str:
     """The markdown table: median, p10 and p90 ms/step, ratio of medians to (a), final loss."""
     baseline = statistics.median(next(iter(results.values()))[0])
     lines = [
         header(),
         "",
-        f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, Adam lr={LR}; "
-        f"{steps} timed steps each after {WARMUP} warm-up steps; (a)-(d) take turns step by step.",
+        f"MLP {'-'.join(map(str, sizes))}, batch {batch}, float32, Adam lr={LR}; "
+        f"{steps} timed steps each after {warmup} warm-up steps; (a)-(d) take turns step by step.",
         "",
         "| implementation | ms/step (median) | p10 | p90 | vs (a) | loss after last step |",
         "|---|---:|---:|---:|---:|---:|",
@@ -304,26 +310,36 @@ def report(results: dict[str, tuple[list[float], float]], steps: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> str:
+    """Runs the benchmark, prints the table and returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per implementation")
     parser.add_argument("--quick", action="store_true", help="20 timed steps (smoke test)")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"MLP {'-'.join(map(str, TINY_SIZES))}, batch {TINY_BATCH}, one warm-up "
+                             "and 2 timed steps: checks that every row is produced (the tests' "
+                             "mode; the timings mean nothing)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to PATH")
-    args = parser.parse_args()
-    steps = 20 if args.quick else args.steps
+    args = parser.parse_args(argv)
+    steps = 2 if args.tiny else 20 if args.quick else args.steps
+    warmup = 1 if args.tiny else WARMUP
+    sizes, batch = (TINY_SIZES, TINY_BATCH) if args.tiny else (SIZES, BATCH)
     torch.set_num_threads(os.cpu_count() or 1)
-    weights, batches = make_problem()
+    weights, batches = make_problem(SEED, sizes, batch)
     steps_by_name = {name: make(weights, batches) for name, make in IMPLEMENTATIONS.items()}
     # torch's OpenMP workers keep spinning after a step and would slow whichever JAX step ran
     # next: the JAX implementations take turns among themselves, torch is timed on its own.
     torch_names = [name for name in steps_by_name if "torch" in name]
-    results = time_round_robin({n: s for n, s in steps_by_name.items() if n not in torch_names}, steps)
-    results.update(time_round_robin({n: steps_by_name[n] for n in torch_names}, steps))
-    table = report(results, steps)
+    results = time_round_robin({n: s for n, s in steps_by_name.items() if n not in torch_names},
+                               steps, warmup, collect=not args.tiny)
+    results.update(time_round_robin({n: steps_by_name[n] for n in torch_names}, steps, warmup,
+                                    collect=not args.tiny))
+    table = report(results, steps, sizes, batch, warmup)
     print(table)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(table + "\n")
+    return table
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run by tests/test_sharding.py in a subprocess with 8 fake CPU devices; prints JSON findings."""
+"""Run by test_sharding.py in a subprocess with 8 fake CPU devices; prints JSON findings."""
 
 import json
 import os

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optim_jax as optim
-from conftest import random_tree
+from helpers.trees import random_tree
 
 
 def torch_clipped(torch, grads, max_norm, norm_type):

@@ -52,12 +52,17 @@ def test_adam_on_a_module_matches_nnx_optimizer_with_optim_jax_and_optax():
                                             wrt=nnx.Param)),
                   (flax_optax, nnx.Optimizer(flax_optax, optax.chain(
                       optax.add_decayed_weights(1e-3), optax.adam(1e-2)), wrt=nnx.Param))]
+
+    @nnx.jit
+    def reference_step(model, reference, x, y):  # nnx's own training step
+        value, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+        reference.update(model, grads)
+        return value
+
     for x, y in batches():
         loss = opt.step(loss_fn, x, y)
         for model, reference in references:
-            value, grads = nnx.value_and_grad(loss_fn)(model, x, y)
-            reference.update(model, grads)
-            np.testing.assert_allclose(loss, value, rtol=1e-6)
+            np.testing.assert_allclose(loss, reference_step(model, reference, x, y), rtol=1e-6)
     assert opt.params is ours
     for model, _ in references:
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
@@ -72,13 +77,19 @@ def test_submodule_groups_with_their_own_lr_and_a_closure_over_the_whole_model()
                     lr=1e-1, momentum=0.9)
     pure = {"base": optim.sgd(1e-1, momentum=0.9), "classifier": optim.sgd(1e-3, momentum=0.9)}
     states = {k: tx.init(nnx.state(getattr(reference, k), nnx.Param)) for k, tx in pure.items()}
-    for x, y in batches():
-        opt.step(lambda _, x, y: loss_fn(model, x, y), x, y)  # the whole model, captured
+
+    @nnx.jit
+    def reference_step(reference, states, x, y):  # the pure transforms, one per submodule
         grads = nnx.grad(loss_fn)(reference, x, y)
         for name, tx in pure.items():
             sub = nnx.state(getattr(reference, name), nnx.Param)
             updates, states[name] = tx.update(grads[name], states[name], sub)
             nnx.update(getattr(reference, name), optim.apply_updates(sub, updates))
+        return states
+
+    for x, y in batches():
+        opt.step(lambda _, x, y: loss_fn(model, x, y), x, y)  # the whole model, captured
+        states = reference_step(reference, states, x, y)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  param_values(model), param_values(reference))
     assert len(opt._compiled) == 1  # fresh lambdas, one program

@@ -19,7 +19,7 @@ from flax import nnx
 
 import optim_jax as optim
 from optim_jax import lr_scheduler, schedules, swa_utils
-from test_averaging import UPDATES, snapshots, torch_average
+from helpers.averaging import UPDATES, snapshots, torch_average
 
 # -- AveragedModel over a pytree ----------------------------------------------------------------
 

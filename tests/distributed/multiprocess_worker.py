@@ -1,10 +1,10 @@
-"""Run by tests/test_multiprocess.py: trains a sharded MLP with the stateful ``Adam`` on a 4x2
+"""Run by test_multiprocess.py: trains a sharded MLP with the stateful ``Adam`` on a 4x2
 mesh of fake CPU devices, either as one process of a ``jax.distributed`` job or alone, and
 writes the final (gathered) params and losses to an ``.npz`` file.
 
 Usage: ``multiprocess_worker.py OUT DEVICES [PROCESS_ID NUM_PROCESSES PORT]``
 
-tests/checkpoint_worker.py imports the MLP problem from here.
+checkpoint_worker.py imports the MLP problem from here.
 """
 
 import os

@@ -1,22 +1,13 @@
 """Every algorithm's torch-style class against torch's class: two param groups with different
 options over a nested pytree, 25 steps; and a state_dict round trip that continues exactly."""
 
-import flax.serialization
 import jax
 import numpy as np
 import pytest
 
-import optim_jax as optim
-
 from helpers.algorithms import ALGORITHMS, GROUP_OPTIONS
+from helpers.trajectories import STEPS, round_trip_continues_exactly, stateful_class
 from helpers.trees import like_tree, random_tree
-
-STEPS = 25
-
-
-def stateful_class(name):
-    """The CapWords class of the algorithm (torch's name, ``optim_jax.SGD``)."""
-    return getattr(optim, ALGORITHMS[name][1])
 
 
 def split(tree):
@@ -53,25 +44,9 @@ def test_state_dict_round_trip_continues_exactly(name):
     defaults, overrides = GROUP_OPTIONS[name]
     rng = np.random.default_rng(12)
     params = random_tree(rng)
-    grads = [like_tree(rng, params) for _ in range(6)]
 
-    def make():
+    def make(params):
         first, second = split(jax.tree.map(np.copy, params))
         return stateful_class(name)([{"params": first}, {"params": second, **overrides}], **defaults)
 
-    def step(opt, g):
-        opt.grad = list(split(g))
-        opt.step()
-
-    original, restored = make(), make()
-    for g in grads[:3]:
-        step(original, g), step(restored, g)
-    fresh = make()  # a different state of the same structure is overwritten by the load
-    step(fresh, grads[5])
-    fresh.param_groups[0]["params"] = restored.param_groups[0]["params"]
-    fresh.param_groups[1]["params"] = restored.param_groups[1]["params"]
-    fresh.load_state_dict(flax.serialization.msgpack_restore(flax.serialization.to_bytes(original.state_dict())))
-    for g in grads[3:]:
-        step(original, g), step(fresh, g)
-    for a, b in zip(jax.tree.leaves(original.params), jax.tree.leaves(fresh.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    round_trip_continues_exactly(make, split, params, [like_tree(rng, params) for _ in range(6)])

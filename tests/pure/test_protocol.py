@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import optim_jax as optim
-from conftest import like_tree, random_tree
+from helpers.trees import like_tree, random_tree
 
 
 def run(tx, params, grads_per_step, apply=optim.apply_updates):

@@ -1,4 +1,4 @@
-"""Run by tests/test_checkpoint.py with 8 fake CPU devices; prints JSON findings.
+"""Run by test_sharded_checkpoint.py with 8 fake CPU devices; prints JSON findings.
 
 Trains an MLP a few steps on a 4x2 ('data', 'model') mesh with both faces, saves params and
 optimizer state with orbax, restores them onto an 8x1 layout of the same axes and trains on,

@@ -12,7 +12,7 @@ import pytest
 
 import optim_jax as optim
 from optim_jax import lr_scheduler, schedules
-from test_lr_scheduler import BASE_LRS, CASES, jax_optimizer, torch_optimizer
+from helpers.schedule_cases import BASE_LRS, CASES, jax_optimizer, torch_optimizer
 
 PARAM_STEPS = 20
 SGD_CASES = [case for case in CASES if case.optimizer == "sgd"]

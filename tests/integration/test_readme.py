@@ -4,8 +4,8 @@ A block is left out only where the README says so, visibly in its source, with a
 on the line before the block: ``<!-- readme-test: skip (reason) -->`` (torch.optim's own code,
 shown next to ours for comparison). The blocks run in a subprocess with 8 CPU devices, as the
 multi-device snippets need, and ``path`` set to a fresh folder for the orbax checkpoint snippet.
-Run as a script (``python tests/test_readme.py README.md PATH``) this module is that subprocess;
-tracebacks then point at README lines.
+Run as a script (``python tests/integration/test_readme.py README.md PATH``) this module is
+that subprocess; tracebacks then point at README lines.
 """
 
 import os
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 _FENCE = re.compile(r"^```python\n(?P<code>.*?)^```$", re.DOTALL | re.MULTILINE)

@@ -1,0 +1,47 @@
+"""Running the examples as the tests do: as scripts (a fresh interpreter, as a user runs them)
+where the README's command or the example's own process-wide setting matters, otherwise in this
+process through their ``main(argv)``, which spares each run the imports of a new interpreter."""
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def run_script(script: str, cwd: Path, *flags: str, env=None) -> subprocess.CompletedProcess:
+    """Runs ``examples/<script>`` with ``flags`` in ``cwd``; returns its output (the progress
+    bar is on stderr). The checkout under test comes first on the path, whatever is installed."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *flags], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def run_main(script: str, argv: list[str], monkeypatch, capsys):
+    """``examples/<script>``'s ``main(argv)`` in this process: (its return value, stdout,
+    stderr). The example imports its sibling ``_digits``, so examples/ joins the path."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = importlib.import_module(Path(script).stem)
+    returned = example.main(argv)
+    captured = capsys.readouterr()
+    return returned, captured.out, captured.err
+
+
+def assert_png(path: Path) -> None:
+    assert path.stat().st_size > 0
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def printed_accuracy(stdout: str) -> float:
+    match = re.search(r"^test accuracy: (\d+\.\d)%$", stdout, re.MULTILINE)
+    assert match, stdout
+    return float(match.group(1)) / 100
