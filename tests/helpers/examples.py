@@ -1,13 +1,16 @@
 """Running the examples as the tests do: as scripts (a fresh interpreter, as a user runs them)
-where the README's command or the example's own process-wide setting matters, otherwise in this
-process through their ``main(argv)``, which spares each run the imports of a new interpreter."""
+where the README's command or a setting fixed when JAX starts matters, otherwise in this process
+through their ``main(argv)``, which spares each run the imports of a new interpreter."""
 
+import contextlib
 import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import jax
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -34,6 +37,17 @@ def run_main(script: str, argv: list[str], monkeypatch, capsys):
     returned = example.main(argv)
     captured = capsys.readouterr()
     return returned, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def global_x64_restored():
+    """For a module that switches float64 on at import (``jax.config.update``, as a script
+    does before creating arrays): the process-wide setting as it was, afterwards."""
+    before = jax.config.jax_enable_x64
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 def assert_png(path: Path) -> None:

@@ -1,13 +1,13 @@
 """The benchmarks run (``--tiny``: every row once on tiny sizes, the timings meaningless) and
-report every implementation they promise. bench_step and bench_wrapper run in this process
-(``main(argv)``); bench_lbfgs as a script, since it switches float64 on at import."""
+report every implementation they promise. They run in this process (``main(argv)``); bench_lbfgs
+switches float64 on at import, and the setting is restored after it."""
 
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers.examples import global_x64_restored
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -54,12 +54,8 @@ def test_bench_step_covers_every_algorithm(run_main):
         assert f"| {name} |" in report
 
 
-def test_bench_lbfgs_reports_every_solver(tmp_path):
-    out = tmp_path / "lbfgs.md"
-    subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_lbfgs.py"), "--tiny", "--markdown", str(out)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )
-    report = out.read_text()
+def test_bench_lbfgs_reports_every_solver(run_main):
+    with global_x64_restored():
+        report = run_main("bench_lbfgs.py")
     for solver in ("optim_jax", "torch", "scipy", "optax"):
         assert f"| Rosenbrock 2-d | {solver} |" in report

@@ -1,16 +1,17 @@
 """Every example runs end to end, prints what its docstring promises and saves its plot.
 
 The README's quickstart command runs as written (a script, full length, the plot in the current
-folder); the others run in their ``--fast`` mode: in this process through ``main(argv)`` where
-nothing process-wide is at stake, as scripts where it is (``lbfgs_logistic.py`` switches float64
-on at import, ``data_parallel.py`` sets the device count before JAX starts)."""
+folder); the others run in their ``--fast`` mode, in this process through ``main(argv)``, except
+``data_parallel.py``, which sets the device count before JAX starts (a script of its own).
+``lbfgs_logistic.py`` switches float64 on at import; the setting is restored after it."""
 
 import os
 import re
 
 import pytest
 
-from helpers.examples import assert_png, printed_accuracy, run_main, run_script
+from helpers.examples import (assert_png, global_x64_restored, printed_accuracy, run_main,
+                              run_script)
 
 EPOCH_METRICS = ["loss=", "test_acc="]  # what the progress bar shows after each epoch
 
@@ -46,9 +47,11 @@ def test_training_example_fast(script, flags, min_accuracy, progress, tmp_path, 
     assert_png(plot)
 
 
-def test_lbfgs_faces_agree_with_scipy(tmp_path):
+def test_lbfgs_faces_agree_with_scipy(tmp_path, monkeypatch, capsys):
     plot = tmp_path / "lbfgs.png"
-    stdout = run_script("lbfgs_logistic.py", tmp_path, "--fast", "--plot", str(plot)).stdout
+    with global_x64_restored():
+        _, stdout, _ = run_main("lbfgs_logistic.py", ["--fast", "--plot", str(plot)], monkeypatch,
+                                capsys)
     rows = {
         match["solver"]: match
         for match in re.finditer(

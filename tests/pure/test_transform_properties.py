@@ -90,8 +90,10 @@ def test_vmap_over_independent_problems_equals_a_loop(name):
     def solve(p, gs):
         return steps(tx, p, list(gs))[0]
 
-    vmapped = jax.vmap(solve)(params, jnp.stack(grads, axis=1))
-    looped = jnp.stack([solve(params[i], [g[i] for g in grads]) for i in range(batch)])
+    # both compiled: one program for the batch, one reused for each problem of the loop
+    vmapped = jax.jit(jax.vmap(solve))(params, jnp.stack(grads, axis=1))
+    one = jax.jit(solve)
+    looped = jnp.stack([one(params[i], [g[i] for g in grads]) for i in range(batch)])
     chex.assert_trees_all_close(vmapped, looped, rtol=2e-6, atol=1e-7)
 
 
