@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import optim_jax as optim
-from optim_jax import lr_scheduler, schedules
 from helpers.schedule_cases import BASE_LRS, CASES, jax_optimizer, torch_optimizer
+from helpers.trajectories import committed
+from optim_jax import lr_scheduler, schedules
 
 PARAM_STEPS = 20
 SGD_CASES = [case for case in CASES if case.optimizer == "sgd"]
@@ -45,8 +46,8 @@ def test_sgd_with_a_schedule_follows_torch_sgd_and_scheduler(torch_module, x64, 
         return optim.inject_hyperparams(optim.sgd)(lr=case.pure(g), momentum=case.momentum(g))
 
     tx = optim.partition({0: group(0), 1: group(1)}, labels=[0, 1])
-    params = [jnp.zeros(2), jnp.zeros(3)]
-    state = tx.init(params)
+    params = committed([jnp.zeros(2), jnp.zeros(3)])  # so the step compiles once
+    state = committed(tx.init(params))
 
     @jax.jit
     def step(params, state, grads):
