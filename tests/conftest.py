@@ -6,25 +6,6 @@ import jax
 import numpy as np
 import pytest
 
-# Re-exported for the modules that still import them from here; new code imports helpers.trees.
-from helpers.trees import like_tree, random_tree  # noqa: E402,F401
-
-# Temporary: tests/test_tensor_lr.py still imports these helpers from tests/test_algorithms_b.py,
-# whose tests now live in tests/pure/ and whose helpers in tests/helpers/. Remove this alias when
-# that import reads ``from helpers...``.
-import sys  # noqa: E402
-import types  # noqa: E402
-
-from helpers import torch_reference as _torch_reference, trajectories as _trajectories  # noqa: E402
-from helpers import trees as _trees  # noqa: E402
-
-_legacy = types.ModuleType("test_algorithms_b", "Alias of tests/helpers names (see conftest.py).")
-_legacy.__dict__.update(
-    muon_tree=_trees.muon_tree, sparse_tree=_trees.sparse_tree, sparse_grads=_trees.sparse_grads,
-    run_jax=_trajectories.jax_trajectory, run_torch=_torch_reference.run_torch,
-    sparse_to_torch=_torch_reference.sparse_to_torch)
-sys.modules.setdefault("test_algorithms_b", _legacy)
-
 try:
     import torch
 except ImportError:  # pragma: no cover - exercised only on machines without torch

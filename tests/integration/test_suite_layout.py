@@ -9,21 +9,6 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 AREAS = ("pure", "stateful", "schedules", "distributed", "integration")
 
-# Modules still at tests/ while others finish their work on them -> the area each moves to.
-# Moving one: `git mv` it, make it import from helpers/ (not conftest or another test module),
-# drop its entry here (and, for the last two, the shims named in tests/algorithms.py and in
-# tests/conftest.py).
-PENDING_MOVES = {
-    "test_optimizer.py": "stateful",  # then delete tests/algorithms.py
-    "test_hooks.py": "stateful",
-    "test_reliability.py": "stateful",
-    "test_torch_checkpoints.py": "stateful",
-    "test_lbfgs.py": "stateful",
-    "test_torch_error_inputs.py": "stateful",
-    "test_tensor_lr.py": "pure",  # then drop conftest.py's test_algorithms_b alias
-}
-
-
 def suite_modules() -> list[Path]:
     """Every test module of the suite."""
     return sorted(TESTS.rglob("test_*.py"))
@@ -53,11 +38,8 @@ def defined_tests(path: Path) -> list[str]:
 
 def test_every_test_module_lives_in_an_area_folder():
     misplaced = [str(p.relative_to(TESTS)) for p in suite_modules()
-                 if (p.parent == TESTS and p.name not in PENDING_MOVES)
-                 or (p.parent != TESTS and p.parent.relative_to(TESTS).as_posix() not in AREAS)]
+                 if p.parent == TESTS or p.parent.relative_to(TESTS).as_posix() not in AREAS]
     assert not misplaced, f"not under tests/{{{','.join(AREAS)}}}/: {misplaced}"
-    moved = [name for name in PENDING_MOVES if not (TESTS / name).exists()]
-    assert not moved, f"moved already: drop them from PENDING_MOVES: {moved}"
     basenames = collections.Counter(p.name for p in suite_modules())
     assert not [n for n, k in basenames.items() if k > 1], "test module basenames must be unique"
 
@@ -67,7 +49,7 @@ def test_no_test_module_imports_another_or_conftest():
     offenders = {
         str(p.relative_to(TESTS)): sorted(imported_modules(p) & test_names)
         for p in suite_modules()
-        if imported_modules(p) & test_names and p.name not in PENDING_MOVES
+        if imported_modules(p) & test_names
     }
     assert not offenders, f"import from tests/helpers instead: {offenders}"
 

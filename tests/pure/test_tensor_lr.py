@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import optim_jax as optim
-from conftest import like_tree, random_tree
-from test_algorithms_b import muon_tree, run_jax, run_torch, sparse_grads, sparse_to_torch, sparse_tree
+from helpers.torch_reference import run_torch, sparse_to_torch
+from helpers.trajectories import jax_trajectory as run_jax
+from helpers.trees import like_tree, muon_tree, random_tree, sparse_grads, sparse_tree
 
 STEPS = 10
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import optim_jax as optim
-from algorithms import ALGORITHMS
+from helpers.algorithms import ALGORITHMS
 
 F32 = dict(rtol=1e-5, atol=1e-6)
 CLASSES = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}
