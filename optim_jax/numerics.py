@@ -142,11 +142,14 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
 
 
 def zeros_like(leaf: jax.Array, dtype: Any = None) -> jax.Array:
-    """Zeros shaped like ``leaf``, placed with the same sharding when ``leaf`` is concrete."""
-    sharding = getattr(leaf, "sharding", None)
-    if isinstance(leaf, jax.core.Tracer) or sharding is None:
+    """Zeros shaped like ``leaf``, placed with the same sharding when ``leaf`` is committed.
+
+    An uncommitted leaf (a fresh ``jnp`` array) gets uncommitted zeros: committing them would
+    make the first step's inputs mixed and the next one's not, so jit would compile twice.
+    """
+    if isinstance(leaf, jax.core.Tracer) or not getattr(leaf, "committed", False):
         return jnp.zeros_like(leaf, dtype=dtype)
-    return jnp.zeros_like(leaf, dtype=dtype, device=sharding)
+    return jnp.zeros_like(leaf, dtype=dtype, device=leaf.sharding)
 
 
 def is_static_zero(value: Any) -> bool:

@@ -187,7 +187,9 @@ def check_params(tree: PyTree) -> None:
                 "optimizer can only optimize floating point or complex arrays, but the param "
                 f"at {where} has dtype {dtype}"
             )
-        if np.asarray(leaf).dtype == np.float64 and dtype != jnp.float64 and not isinstance(leaf, jax.Array):
+        # A jax.Array is never fetched: its value may live on another process's devices.
+        if (not isinstance(leaf, jax.Array) and np.asarray(leaf).dtype == np.float64
+                and dtype != jnp.float64):
             warnings.warn(
                 f"the param at {where} is float64 but jax_enable_x64 is off: it is optimized "
                 "in float32 (jax.config.update('jax_enable_x64', True) keeps float64)",

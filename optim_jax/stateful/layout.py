@@ -56,6 +56,7 @@ def labelled(params: PyTree, labels: Any, groups: Mapping[Any, Mapping[str, Any]
     if module is not None:
         params = nnx_bridge.params_of(module)
     leaves, treedef, flat_labels = label_leaves(labels, params, nnx_bridge.is_variable)
+    flat_labels = [nnx_bridge.unwrapped(label) for label in flat_labels]
     missing = sorted({repr(label) for label in flat_labels if label not in groups})
     if missing:
         raise ValueError(f"labels {', '.join(missing)} have no entry in groups {list(groups)}")

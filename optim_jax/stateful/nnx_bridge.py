@@ -29,6 +29,12 @@ def is_variable(value: Any) -> bool:
     return nnx is not None and isinstance(value, nnx.Variable)
 
 
+def unwrapped(value: Any) -> Any:
+    """A variable's value, anything else as it is: a function mapping over ``nnx.State`` keeps
+    the ``nnx.Param`` wrappers around what it returns (labels, for instance)."""
+    return value.get_value() if is_variable(value) else value
+
+
 def params_of(module: Any) -> PyTree:
     """The module's ``nnx.Param`` values as an ``nnx.State`` pytree (the arrays themselves)."""
     from flax import nnx

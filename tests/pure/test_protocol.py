@@ -177,10 +177,6 @@ def test_inject_hyperparams_changes_values_without_recompiling(problem, xla_comp
     assert _compiles_of_steps_with_new_hyperparams(params, grads, xla_compilations) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "numerics.zeros_like commits state leaves to an uncommitted param's device, while the "
-    "step count and hyperparameters stay uncommitted: the first step's inputs are mixed, the "
-    "second's all committed, so jit compiles twice (plain optim.adam too)"))
 def test_inject_hyperparams_on_default_placed_params_compiles_once(problem, xla_compilations):
     params, grads = problem
     assert _compiles_of_steps_with_new_hyperparams(params, grads, xla_compilations) == 1

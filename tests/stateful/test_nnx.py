@@ -125,10 +125,18 @@ def test_backward_then_step_writes_back_and_state_dict_round_trips():
                  opt.state[0]["exp_avg"])
 
 
-def test_labelled_rejects_a_module_with_a_pointer_to_groups():
+def test_labels_mapped_over_a_modules_params_keep_no_variable_wrappers():
+    # jax.tree.map over nnx.State returns nnx.Param-wrapped labels; they label as plain ones.
     model = Net(4)
-    with pytest.raises(ValueError, match="submodules as groups"):
-        optim.Adam(optim.labelled(model, lambda p: jax.tree.map(lambda _: "a", p), {"a": {}}))
+    by_kernel = lambda p: jax.tree.map(lambda v: "wide" if v.ndim == 2 else "flat", p)  # noqa: E731
+    opt = optim.Adam(optim.labelled(model, by_kernel, {"wide": {}, "flat": {"lr": 0.0}}), lr=0.1)
+    bias, kernel = np.asarray(model.base.bias[...]), np.asarray(model.base.kernel[...])
+    x, y = next(iter(batches(1)))
+    opt.step(loss_fn, x, y)
+    np.testing.assert_array_equal(model.base.bias[...], bias)
+    assert not np.array_equal(model.base.kernel[...], kernel)
+    with pytest.raises(ValueError, match="labels 'b' have no entry"):
+        optim.Adam(optim.labelled(model, lambda p: jax.tree.map(lambda _: "b", p), {"a": {}}))
 
 
 def test_variables_changed_through_the_captured_model_win_over_unchanged_group_copies():
