@@ -27,6 +27,7 @@ Run::
     python benchmarks/bench_step.py --tiny              # every row once, meaningless timings (tests)
     python benchmarks/bench_step.py --markdown out.md   # also write the report to out.md
     python benchmarks/bench_step.py --algorithms        # every algorithm vs optax and torch
+    python benchmarks/bench_step.py --first-step        # time to the first step, fresh processes
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ WARMUP = 3
 BYTES_PER_PARAM = {"adam": 28, "sgd": 20}
 ROOF_BYTES_PER_ELEMENT = 12  # a + s * b: reads a and b, writes a
 ROUND_TRIP = "jit round trip only"
+STATEFUL_GRAD = "optim_jax class: opt.grad = g; step()"
+STATEFUL_CLOSURE = "optim_jax class: step(closure)"
+OPTAX_GRAD = "optax: grad of the closure's loss + update"
 TORCH_FLAVOURS = {
     "foreach=False": {"foreach": False},
     "foreach=True": {"foreach": True},
@@ -202,6 +206,41 @@ def jax_step(tx: Any, apply: Callable, params: list, grads: list) -> Callable[[]
     return jit_loop(step, params, tx.init(params), grads)
 
 
+def linear_loss(params: list, grads: list) -> jax.Array:
+    """A loss whose gradient is ``grads``: what the closure rows differentiate."""
+    return sum(jnp.vdot(x, g) for x, g in zip(params, grads))
+
+
+def stateful_steps(algo: str, params: list, grads: list) -> dict[str, Callable[[], None]]:
+    """The stateful class's training-loop steps: ``opt.grad = grads; opt.step()`` and
+    ``opt.step(closure)`` with a loss whose gradient is ``grads``; and, for the closure, optax's
+    jitted gradient of the same loss and update."""
+    make = (lambda p: optim_jax.Adam(p, lr=LR)) if algo == "adam" else (
+        lambda p: optim_jax.SGD(p, lr=LR, momentum=MOMENTUM))
+    given, closed = make(params), make([jnp.array(p) for p in params])
+    tx = jax_transforms(algo)["optax"][0]
+
+    def loss(p):
+        return linear_loss(p, grads)
+
+    def optax_step(p, s, g):
+        updates, s = tx.update(jax.grad(linear_loss)(p, g), s, p)
+        return optax.apply_updates(p, updates), s
+
+    def step_after_grad() -> None:
+        given.grad = grads
+        given.step()
+        jax.block_until_ready(given._records[0].state)
+
+    def step_closure() -> None:
+        jax.block_until_ready(closed.step(loss))
+        jax.block_until_ready(closed._records[0].state)
+
+    optax_grad = jit_loop(optax_step, [jnp.array(p) for p in params], tx.init(params), grads)
+    return {STATEFUL_GRAD: step_after_grad, STATEFUL_CLOSURE: step_closure,
+            OPTAX_GRAD: optax_grad}
+
+
 def time_round_trip(tx: Any, params: list, grads: list, repeats: int) -> Timing:
     """Times a jitted call with the step's inputs and outputs and no arithmetic."""
     return time_steps(jit_loop(lambda p, s, g: (p, s), params, tx.init(params), grads), repeats)
@@ -275,6 +314,7 @@ def algo_rows(
         impl: jax_step(tx, apply, [jnp.array(p) for p in host_params], grads)
         for impl, (tx, apply) in jax_transforms(algo).items()
     }
+    steps.update(stateful_steps(algo, [jnp.array(p) for p in host_params], grads))
     timings = time_interleaved(steps, case.repeats)
     rows = [Row(case.name, algo, impl, timing) for impl, timing in timings.items()]
     del steps
@@ -341,10 +381,13 @@ def table(rows: list[Row]) -> str:
 
 
 def summary(rows: list[Row]) -> str:
-    """Per case and algorithm: optim_jax's time over optax's and over the best torch flavour."""
+    """Per case and algorithm: optim_jax's times (the pure step, the class's ``step()`` after
+    ``opt.grad = g``, the class's ``step(closure)``) over optax's and over the best torch
+    flavour; the closure step also over optax's jitted gradient + update of the same loss."""
     lines = [
-        "| case | algo | optim_jax / optax | optim_jax / best torch | best torch |",
-        "|---|---|---:|---:|---|",
+        "| case | algo | pure / optax | pure / best torch | class step() / optax "
+        "| class step() / best torch | class step(closure) / optax grad+update | best torch |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     blocks = dict.fromkeys((r.case, r.algo) for r in rows if r.algo in BYTES_PER_PARAM)
     for case, algo in blocks:
@@ -352,7 +395,10 @@ def summary(rows: list[Row]) -> str:
         best = min((impl for impl in block if impl.startswith("torch")), key=block.get)
         lines.append(
             f"| {case} | {algo} | {block['optim_jax'] / block['optax']:.2f} "
-            f"| {block['optim_jax'] / block[best]:.2f} | {best} |"
+            f"| {block['optim_jax'] / block[best]:.2f} "
+            f"| {block[STATEFUL_GRAD] / block['optax']:.2f} "
+            f"| {block[STATEFUL_GRAD] / block[best]:.2f} "
+            f"| {block[STATEFUL_CLOSURE] / block[OPTAX_GRAD]:.2f} | {best} |"
         )
     return "\n".join(lines)
 
@@ -473,6 +519,11 @@ def main(argv: list[str] | None = None) -> str:
                              "(the tests' mode; the timings mean nothing)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to PATH")
     parser.add_argument(
+        "--first-step", action="store_true",
+        help="instead: time to the first step(closure) on 1000 leaves in fresh processes, "
+             "with and without the persistent compilation cache",
+    )
+    parser.add_argument(
         "--algorithms", action="store_true",
         help="instead: one step of every algorithm on one many-leaf case, vs optax and torch",
     )
@@ -483,7 +534,12 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(threads)
     start = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
     print(header(threads), flush=True)
-    if args.algorithms:
+    if args.first_step:
+        import first_step  # benchmarks/ is the script's folder, on sys.path
+
+        tables = first_step.report(*((3, 64) if args.tiny else (20, 1000) if args.quick
+                                     else (1000, 1000)))
+    elif args.algorithms:
         tables = algorithm_report(TINY_ALGORITHM_CASE if args.tiny else
                                   QUICK_ALGORITHM_CASE if args.quick else ALGORITHM_CASE)
     else:

@@ -59,6 +59,7 @@ from optim_jax.muon import (
     zeropower_via_newtonschulz,
 )
 from optim_jax.nadam import NAdamState, nadam, scale_by_nadam
+from optim_jax.packing import ContiguousState, Packing, contiguous
 from optim_jax.patterns import leaf_names, pattern_labels
 from optim_jax.stateful.layout import groups_by_pattern, labelled
 from optim_jax.stateful.optimizer import Optimizer, required
@@ -83,6 +84,9 @@ from optim_jax.blocks import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ContiguousState",
+    "Packing",
+    "contiguous",
     "Adadelta",
     "adadelta",
     "AdadeltaState",

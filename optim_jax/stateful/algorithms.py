@@ -39,6 +39,7 @@ class SGD(Optimizer):
     """
 
     transform = staticmethod(sgd)
+    contiguous = True
     static_zeros = ("momentum", "weight_decay")
 
 
@@ -62,6 +63,7 @@ class Adam(Optimizer):
     """
 
     transform = staticmethod(adam)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -76,6 +78,7 @@ class AdamW(Optimizer):
     """
 
     transform = staticmethod(adamw)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -89,6 +92,7 @@ class Adadelta(Optimizer):
     """
 
     transform = staticmethod(adadelta)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -119,6 +123,7 @@ class Adagrad(Optimizer):
     """
 
     transform = staticmethod(adagrad)
+    contiguous = True
     static_zeros = ("weight_decay",)
     # torch.optim.Adagrad fills `sum` from the constructor's value, whatever the group says.
     init_from_defaults = ("initial_accumulator_value",)
@@ -134,6 +139,7 @@ class Adamax(Optimizer):
     """
 
     transform = staticmethod(adamax)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -148,6 +154,7 @@ class ASGD(Optimizer):
     """
 
     transform = staticmethod(asgd)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -177,6 +184,7 @@ class NAdam(Optimizer):
     """
 
     transform = staticmethod(nadam)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -190,6 +198,7 @@ class RAdam(Optimizer):
     """
 
     transform = staticmethod(radam)
+    contiguous = True
     static_zeros = ("weight_decay",)
 
 
@@ -204,6 +213,7 @@ class RMSprop(Optimizer):
     """
 
     transform = staticmethod(rmsprop)
+    contiguous = True
     static_zeros = ("momentum", "weight_decay")
 
 
@@ -218,6 +228,7 @@ class Rprop(Optimizer):
     """
 
     transform = staticmethod(rprop)
+    contiguous = True
 
 
 class SparseAdam(Optimizer):
@@ -232,6 +243,7 @@ class SparseAdam(Optimizer):
     """
 
     transform = staticmethod(sparse_adam)
+    contiguous = True
 
     def _add_group(self, param_group):
         # torch names the offending parameter by [group index, index in group]

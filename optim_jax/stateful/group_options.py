@@ -134,13 +134,15 @@ class GroupOptions:
         return tx.init(params)
 
 
-    def migrated(self, state: Any, group: Mapping[str, Any], structure: tuple) -> Any:
-        """``state`` for the group's new ``structure`` (a ``momentum`` now 0, say): a fresh
-        state keeping the old state's fields of the same name, as torch's state gains or drops
-        its momentum buffer."""
-        treedef = jax.tree.structure(group["params"])
+    def migrated(
+        self, state: Any, group: Mapping[str, Any], structure: tuple, params: Any
+    ) -> Any:
+        """``state`` (over ``params``, the tree or its buffers) for the group's new
+        ``structure`` (a ``momentum`` now 0, say): a fresh state keeping the old state's fields
+        of the same name, as torch's state gains or drops its momentum buffer."""
+        treedef = jax.tree.structure(params)
         old = dict(collect_fields(state, treedef))
-        fresh = self.init_state(group, structure, group["params"])
+        fresh = self.init_state(group, structure, params)
         kept = [old.get(name, value) for name, value in collect_fields(fresh, treedef)]
         return replace_fields(fresh, treedef, kept)
 

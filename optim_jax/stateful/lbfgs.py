@@ -47,7 +47,7 @@ class LBFGS(Optimizer):
 
         evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
 
-        def run(trees, states, vector, arrays):
+        def run(trees, states, vector, arrays, offsets):  # a tree group: no offsets
             options, _ = self._options.options_for(structures[0], vector, 0)
             loss, params, state = lbfgs_step(
                 lambda p: evaluate([p], arrays)[0], trees[0], states[0], **options

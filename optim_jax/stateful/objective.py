@@ -59,7 +59,7 @@ def split_closure(
     closure: Callable,
     args: tuple,
     kwargs: dict,
-    trees: list,
+    trees: Callable[[], list],
     assemble: Callable[[list], Any],
     modules_view: Any = None,
     guard: ReentryGuard | None = None,
@@ -69,7 +69,8 @@ def split_closure(
     Args:
       closure: the user's function of the params.
       args, kwargs: its other arguments (traced as ``jax.jit`` traces them).
-      trees: the groups' current parameter trees (their leaves are recognised by identity).
+      trees: gives the groups' current parameter trees (their leaves are recognised by
+        identity among the arrays of nnx Modules the closure reaches); called only then.
       assemble: traced group trees -> the params argument in the user's layout.
       modules_view: with nnx Modules as params, what the closure receives instead (the modules,
         holding the current values); they are split like any argument, so their arrays are
@@ -86,7 +87,7 @@ def split_closure(
     key, arrays, modules, rebuild = functionalize.split_call(closure, args, kwargs)
     aliases = ()
     if modules:
-        where = {id(leaf): (g, i) for g, tree in enumerate(trees)
+        where = {id(leaf): (g, i) for g, tree in enumerate(trees())
                  for i, leaf in enumerate(jax.tree.leaves(tree))}
         aliases = tuple((n, where[id(a)]) for n, a in enumerate(arrays) if id(a) in where)
         for n, _ in aliases:

@@ -21,11 +21,18 @@ returns copies. The optimizer's own params and state are donated to each step: a
 ``opt.params`` or ``opt.state`` before a step are deleted by it (using one raises
 ``RuntimeError: Array has been deleted``); read them again after the step.
 
+Groups of elementwise algorithms (``contiguous = True``) whose arrays sit on one device keep
+params and state in contiguous buffers, one per dtype (:mod:`~optim_jax.stateful.storage`): a
+step moves a few arrays whatever the number of leaves. The trees the user reads are made from
+the buffers when first read after a step (one compiled call) and are deleted by the next step,
+as donated arrays would be.
+
 The parts: :mod:`~optim_jax.stateful.layout` (the user's params as groups and back),
 :mod:`~optim_jax.stateful.groups` (one group's params), :mod:`~optim_jax.stateful.group_options`
 (options as statics and one vector), :mod:`~optim_jax.stateful.objective` (a closure as a traced
 objective), :mod:`~optim_jax.stateful.nnx_bridge`, :mod:`~optim_jax.stateful.compile_cache`,
-:mod:`~optim_jax.stateful.state_dict_io` and :mod:`~optim_jax.stateful.hooks`.
+:mod:`~optim_jax.stateful.state_dict_io`, :mod:`~optim_jax.stateful.storage` and
+:mod:`~optim_jax.stateful.hooks`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,14 @@ import jax.numpy as jnp
 
 from optim_jax.base import PyTree, apply_updates
 from optim_jax.state_fields import collect_fields, replace_fields
-from optim_jax.stateful import groups as group_params, hooks, layout, nnx_bridge, state_dict_io
+from optim_jax.stateful import (
+    groups as group_params,
+    hooks,
+    layout,
+    nnx_bridge,
+    state_dict_io,
+    storage,
+)
 from optim_jax.stateful.compile_cache import CompileCache
 from optim_jax.stateful.group_options import GroupOptions, fingerprint
 from optim_jax.stateful.groups import GroupRecord, committed
@@ -57,7 +71,7 @@ required = group_params.required
 
 
 
-class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
+class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.GroupStorage):
     """Base of the torch-style optimisers (``SGD``, ``Adam``, ...).
 
     Subclasses set ``transform`` to a pure factory whose argument names are the group
@@ -65,7 +79,8 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
     hyperparameters whose value 0 removes a block of the chain (and its state or reads), in
     ``static_args`` numeric ones that shape the program (sizes, iteration counts), in
     ``init_from_defaults`` those whose constructor value (not the group's) builds a fresh state,
-    and set ``max_groups``.
+    and set ``max_groups``. ``contiguous`` marks an elementwise algorithm, whose groups may be
+    kept in contiguous buffers (:mod:`~optim_jax.stateful.storage`).
 
     The constructor copies the arrays it is given; steps donate the optimizer's own (see the
     module's notes). ``copy.deepcopy`` and ``pickle`` keep params, state, groups and options.
@@ -84,6 +99,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
     static_args: tuple[str, ...] = ()
     init_from_defaults: tuple[str, ...] = ()
     max_groups: int | None = None
+    contiguous: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,6 +170,15 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
             named_groups={r.named for r in self._records},
             modules_allowed=not isinstance(self._layout, layout.LabelledLayout),
         )
+        record.packing = storage.packing_for(
+            group["params"], record.state, self.contiguous and record.variables is None
+            and self._options.state_layout is None)
+        group = storage.ParamGroup.showing(group)
+        if record.packing is not None:
+            record.state = storage.stored_state(record, record.state)
+            buffers = storage.run(record.packing, "pack", group["params"])
+            record.offsets = storage.placed_offsets(record.packing, buffers)
+            storage.keep(group, record, buffers)
         self.param_groups.append(group)
         self._records.append(record)
         self._given.update((id(leaf), leaf) for leaf in given if isinstance(leaf, jax.Array))
@@ -164,12 +189,6 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         group_params.adopt_appended(self.param_groups, len(self._records), self.add_param_group)
 
     # -- parameters and gradients in the user's layout ----------------------------------------
-
-    def _group_params(self) -> list:
-        return [g["params"] for g in self.param_groups]
-
-    def _states(self) -> list:
-        return [r.state for r in self._records]
 
     def _assemble(self, trees: list) -> PyTree:
         """Group trees (internal, or nnx Modules) in the user's layout."""
@@ -207,7 +226,8 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
     def grad(self, value: PyTree | None) -> None:
         self._grad = None if value is None else group_params.gradient_leaves(
             self._layout.split(value, len(self.param_groups), "grad"), self._records,
-            self.param_groups,
+            self.param_groups, [storage.treedef(g, r)
+                                for g, r in zip(self.param_groups, self._records)],
         )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -233,10 +253,11 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
             return self._prepared[1]
         for index, group in enumerate(self.param_groups):
             self._options.check_types(group, required=self.defaults, index=index)
-        for group, record in zip(self.param_groups, self._records):
+        for index, (group, record) in enumerate(zip(self.param_groups, self._records)):
             structure = self._options.structure(group)
             if structure != record.structure:
-                record.state = committed(self._options.migrated(record.state, group, structure))
+                record.state = committed(self._options.migrated(
+                    record.state, group, structure, storage.held(group, record, index)))
                 record.structure = structure
         structures = tuple(r.structure for r in self._records)
         prepared = structures, self._options.vector(self.param_groups, list(structures))
@@ -252,35 +273,24 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         as_modules = any(r.variables is not None for r in self._records)
         if as_modules:
             self._adopt_module_values()
-        return split_closure(closure, args, kwargs, self._group_params(), self._assemble,
+        return split_closure(closure, args, kwargs, self._group_params, self._assemble,
                              self.params if as_modules else None, self._reentry)
 
     def _closure_program(self, objective: Objective, structures: tuple) -> Callable:
-        """The compiled body of ``step(closure)``: ``(params, states, vector, arrays) -> (loss,
-        changed, params, states)``. LBFGS replaces it with its whole line-searched step."""
+        """The compiled body of ``step(closure)``: ``(held params, states, vector, arrays,
+        offsets) -> (loss, changed, held params, states)``. LBFGS replaces it with its whole
+        line-searched step."""
 
         evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
+        options, packings = self._options, self._packings()
 
-        def fused(trees, states, vector, arrays):
+        def fused(held, states, vector, arrays, offsets):
+            trees = storage.views(packings, held, offsets)
             value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
-            trees, states = update_groups(self._options, structures, vector, trees, grads, states)
-            return value, changed, trees, states
+            held, states = update_groups(options, structures, packings, vector, held, grads, states)
+            return value, changed, held, states
 
         return fused
-
-    def _adopt_module_values(self) -> None:
-        """Takes up values put into the groups' nnx Modules since the last step."""
-        for group, record in zip(self.param_groups, self._records):
-            if record.variables is not None:
-                group["params"] = nnx_bridge.adopted(record.variables, group["params"], committed)
-
-    def _commit(self, trees: list, states: list, modules: list, changed: dict) -> None:
-        """A step's results become the current params and state; nnx Modules get them too."""
-        for group, record, tree, state in zip(self.param_groups, self._records, trees, states):
-            group["params"], record.state = tree, state
-            if record.variables is not None:
-                nnx_bridge.set_values(record.variables, tree)
-        nnx_bridge.write_back(modules, changed)
 
     # -- the torch API ------------------------------------------------------------------------
 
@@ -294,18 +304,20 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
         self._reentry.check("backward")
         objective = self._objective(loss_fn, args, kwargs)
         accumulate, evaluate = self._grad is not None, objective.evaluate
+        packings = self._packings()
 
-        def run(trees, grad, arrays):
+        def run(held, grad, arrays, offsets):
+            trees = storage.views(packings, held, offsets)
             value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
             if accumulate:
                 grads = [new if old is None else [n if o is None else o + n for o, n in zip(old, new)]
                          for old, new in zip(grad, grads)]
             return value, changed, grads
 
-        compiled = self._compile(("backward", objective.key, accumulate), run,
+        compiled = self._compile(("backward", objective.key, accumulate, packings), run,
                                  (1,) if accumulate else (), _family(loss_fn))
         value, changed, self._grad = compiled(
-            self._group_params(), self._grad if accumulate else None, objective.arrays
+            self._held(), self._grad if accumulate else None, objective.arrays, self._offsets()
         )
         nnx_bridge.write_back(objective.modules, changed)
         return value
@@ -338,21 +350,23 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
                     "opt.grad first, or pass a closure: opt.step(closure)"
                 )
 
-            def apply(trees, states, vector, grads):
-                return update_groups(self._options, structures, vector, trees, grads, states)
+            options, packings = self._options, self._packings()
 
-            compiled = self._compile(("apply", structures), apply, (0, 1))
-            trees, states = compiled(self._group_params(), self._states(), vector, self._grad)
-            self._commit(trees, states, [], {})
+            def apply(held, states, vector, grads):
+                return update_groups(options, structures, packings, vector, held, grads, states)
+
+            compiled = self._compile(("apply", structures, packings), apply, (0, 1))
+            held, states = compiled(self._held(), self._states(), vector, self._grad)
+            self._commit(held, states, [], {})
             return None
         objective = self._objective(closure, args, kwargs)
-        compiled = self._compile(("closure", structures, objective.key),
+        compiled = self._compile(("closure", structures, self._packings(), objective.key),
                                  self._closure_program(objective, structures), (0, 1),
                                  _family(closure))
-        loss, changed, trees, states = compiled(self._group_params(), self._states(), vector,
-                                                objective.arrays)
+        loss, changed, held, states = compiled(self._held(), self._states(), vector,
+                                               objective.arrays, self._offsets())
         self._grad = None
-        self._commit(trees, states, objective.modules, changed)
+        self._commit(held, states, objective.modules, changed)
         return loss
 
     def __repr__(self) -> str:
@@ -360,41 +374,60 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing):
 
 
 def update_groups(
-    options: GroupOptions, structures: tuple, vector: Any, trees: list, grads: list, states: list
+    options: GroupOptions, structures: tuple, packings: tuple, vector: Any, held: list,
+    grads: list, states: list
 ) -> tuple[list, list]:
-    """Traced: every group's update from its gradient leaves.
+    """Traced: every group's update from its gradient leaves, over its held params (buffers
+    where ``packings`` has a packing, else the tree).
 
     A group whose gradient is ``None`` is left as it is, and so is a parameter whose gradient
     leaf is ``None`` (its value and its per-parameter state; the group's step count still
     advances, as optim_jax keeps one per group). A gradient is cast to its parameter's dtype,
     so the state keeps the parameter's. Shapes and dtypes are checked once per compilation.
     """
-    offset, new_trees, new_states = 0, [], []
-    for index, (structure, params, leaves, state) in enumerate(zip(structures, trees, grads, states)):
+    offset, new_held, new_states = 0, [], []
+    groups = zip(structures, packings, held, grads, states)
+    for index, (structure, packing, value, leaves, state) in enumerate(groups):
         tx, offset = options.transform_for(structure, vector, offset)
         if leaves is None:
-            new_trees.append(params)
+            new_held.append(value)
             new_states.append(state)
             continue
+        params = value if packing is None else packing.unpack(value)
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         present = [g is not None for g in leaves]
-        full = [jnp.zeros_like(p) if g is None else group_params.gradient_for(p, g, index, path)
-                for (path, p), g in zip(flat, leaves)]
-        updates, new_state = tx.update(treedef.unflatten(full), state, params)
-        new = apply_updates(params, updates)
+        full = treedef.unflatten([
+            jnp.zeros_like(p) if g is None else group_params.gradient_for(p, g, index, path)
+            for (path, p), g in zip(flat, leaves)
+        ])
+        updates, new_state = tx.update(full if packing is None else packing.pack(full), state,
+                                       value)
+        new = apply_updates(value, updates)
         if not all(present):
-            new = treedef.unflatten(
-                [n if k else p for n, (_, p), k in zip(jax.tree.leaves(new), flat, present)]
-            )
-            new_state = _keep_skipped(state, new_state, treedef, present)
-        new_trees.append(new)
+            new, new_state = _keep_skipped(value, state, new, new_state, packing, present)
+        new_held.append(new)
         new_states.append(new_state)
-    return new_trees, new_states
+    return new_held, new_states
 
 
-def _keep_skipped(old: Any, new: Any, treedef: Any, present: list[bool]) -> Any:
-    """``new`` state with the per-parameter entries of parameters not in ``present`` taken
-    from ``old`` (a parameter without a gradient keeps its state, as in torch)."""
+def _keep_skipped(
+    params: Any, state: Any, new_params: Any, new_state: Any, packing: Any, present: list[bool]
+) -> tuple[Any, Any]:
+    """``new_params`` and ``new_state`` with the parameters not in ``present`` (and their
+    per-parameter state entries) as they were: a parameter without a gradient keeps both, as in
+    torch. Held params and states are unpacked and packed again around the choice."""
+    if packing is not None:
+        unpacked = _keep_skipped(packing.unpack(params), packing.unpack_state(state),
+                                 packing.unpack(new_params), packing.unpack_state(new_state),
+                                 None, present)
+        return packing.pack(unpacked[0]), packing.pack_state(unpacked[1])
+    treedef = jax.tree.structure(params)
+    kept_params = treedef.unflatten([n if k else p for n, p, k in zip(
+        jax.tree.leaves(new_params), jax.tree.leaves(params), present)])
+    return kept_params, _kept_state(state, new_state, treedef, present)
+
+
+def _kept_state(old: Any, new: Any, treedef: Any, present: list[bool]) -> Any:
     kept = []
     for (_, before), (_, after) in zip(collect_fields(old, treedef), collect_fields(new, treedef)):
         if jax.tree.structure(after) == treedef:

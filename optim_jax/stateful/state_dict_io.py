@@ -25,6 +25,13 @@ import numpy as np
 
 from optim_jax.state_fields import collect_fields, replace_fields
 from optim_jax.stateful.groups import committed
+from optim_jax.stateful.param_group import ParamGroup
+from optim_jax.stateful.storage import stored_state
+
+
+def renewed(old: dict, new: dict) -> dict:
+    """The group loaded in ``old``'s place keeps its params as ``old`` held them."""
+    return old.renewed(new) if isinstance(old, ParamGroup) and old.is_current() else new
 
 
 def listed(value: Any) -> list:
@@ -246,7 +253,7 @@ class Checkpointing:
     @property
     def state(self) -> StateView:
         """Per-parameter state with torch's names, e.g. ``opt.state[0]['exp_avg']``."""
-        return StateView(self._group_params(), self._states())
+        return StateView(self._group_params(), self._leaf_states())
 
     def state_dict(self) -> dict[str, Any]:
         """torch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [...]}]}``.
@@ -258,7 +265,7 @@ class Checkpointing:
         """
         self._run_hooks("state_dict_pre", self)
         self._adopt_appended_groups()
-        result = build(self._group_params(), self._states(), self.param_groups)
+        result = build(self._group_params(), self._leaf_states(), self.param_groups)
         return self._run_hooks("state_dict_post", self, result) or result
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -280,9 +287,9 @@ class Checkpointing:
         groups, states, structures = load(
             state_dict, self.param_groups, self._options, self.defaults
         )
-        self.param_groups = groups
+        self.param_groups = [renewed(old, new) for old, new in zip(self.param_groups, groups)]
         for record, state, structure in zip(self._records, states, structures):
-            record.state, record.structure = committed(state), structure
+            record.state, record.structure = committed(stored_state(record, state)), structure
         self._run_hooks("load_state_dict_post", self)
 
     # -- copies -----------------------------------------------------------------------------------
@@ -296,7 +303,7 @@ class Checkpointing:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reset_caches()
-        self._commit([committed(t) for t in self._group_params()],
+        self._commit([committed(t) for t in self._held()],
                      [committed(s) for s in self._states()], [], {})
         if self._grad is not None:
             self._grad = [None if g is None else committed(g) for g in self._grad]

@@ -38,6 +38,17 @@ def test_bench_step_reports_every_implementation(run_main):
                      "torch fused=True"):
             assert f"| {algo} | {impl} |" in report
     assert "roof (1 flat array)" in report
+    for impl in ("optim_jax class: opt.grad = g; step()", "optim_jax class: step(closure)",
+                 "optax: grad of the closure's loss + update"):
+        assert f"| {impl} |" in report
+    assert "class step() / best torch" in report
+
+
+def test_bench_step_times_the_first_step_in_fresh_processes(run_main):
+    report = run_main("bench_step.py", "--first-step")
+    for row in ("jax.grad of the loss alone", "optax, hand-jitted grad + update",
+                "contiguous buffers", "group kept as a tree", "over the persistent cache"):
+        assert row in report
 
 
 def test_bench_wrapper_reports_every_implementation(run_main):

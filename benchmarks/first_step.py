@@ -1,0 +1,96 @@
+"""Time to the first step, in fresh processes: what a user waits for at every start.
+
+Each row runs in its own Python process (nothing compiled before it) on one tree of ``leaves``
+float32 leaves of ``size`` elements and the loss ``sum((p - t)**2)`` over them; it reports the
+wall time from the first call until its result is ready, compile included:
+
+* ``jax.grad of the loss alone``: ``jax.jit(jax.grad(loss))`` (the floor any optimizer adds to);
+* ``optax, hand-jitted grad + update``: one ``jax.jit`` of the gradient and ``optax.adam`` over
+  the tree, leaf by leaf;
+* ``optim_jax.Adam.step(closure)``: the class, its groups in contiguous buffers;
+* the same with the group kept as a tree (``contiguous = False``): the per-leaf program;
+* the class again in a process restarted over JAX's persistent compilation cache
+  (``JAX_COMPILATION_CACHE_DIR``), filled by a first process.
+
+Run as ``python benchmarks/bench_step.py --first-step``; a row's process is this module's
+``python benchmarks/first_step.py KIND LEAVES SIZE``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+KINDS = {
+    "grad": "jax.grad of the loss alone",
+    "optax": "optax, hand-jitted grad + update",
+    "class": "optim_jax.Adam.step(closure), contiguous buffers",
+    "class-tree": "optim_jax.Adam.step(closure), group kept as a tree",
+}
+CACHED = "optim_jax.Adam.step(closure), restarted over the persistent cache"
+
+
+def first_step(kind: str, leaves: int, size: int) -> float:
+    """Seconds from the first call of ``kind``'s step until its result is ready."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import optim_jax
+
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal(size, dtype=np.float32)) for _ in range(leaves)]
+    targets = [jnp.asarray(rng.standard_normal(size, dtype=np.float32)) for _ in range(leaves)]
+
+    def loss(p, t):
+        return sum(jnp.sum((x - y) ** 2) for x, y in zip(p, t))
+
+    start = time.perf_counter()
+    if kind == "grad":
+        jax.block_until_ready(jax.jit(jax.grad(loss))(params, targets))
+    elif kind == "optax":
+        tx = optax.adam(1e-3)
+
+        @jax.jit
+        def step(p, s, t):
+            updates, s = tx.update(jax.grad(loss)(p, t), s, p)
+            return optax.apply_updates(p, updates), s
+
+        jax.block_until_ready(step(params, tx.init(params), targets))
+    else:
+        cls = optim_jax.Adam if kind == "class" else type(
+            "TreeKeptAdam", (optim_jax.Adam,), {"contiguous": False})
+        jax.block_until_ready(cls(params, lr=1e-3).step(loss, targets))
+    return time.perf_counter() - start
+
+
+def run_fresh(kind: str, leaves: int, size: int, env: dict | None = None) -> float:
+    """:func:`first_step` in a new Python process."""
+    out = subprocess.run(
+        [sys.executable, __file__, kind, str(leaves), str(size)], capture_output=True,
+        text=True, check=True, env={**os.environ, **(env or {})},
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def report(leaves: int, size: int) -> str:
+    """A markdown table of every row's first-step seconds, and each over the gradient's."""
+    seconds = {label: run_fresh(kind, leaves, size) for kind, label in KINDS.items()}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"JAX_COMPILATION_CACHE_DIR": cache,
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+        run_fresh("class", leaves, size, env)  # fills the cache
+        seconds[CACHED] = run_fresh("class", leaves, size, env)
+    floor = seconds[KINDS["grad"]]
+    lines = [f"first step on {leaves} leaves x {size} (fresh processes)", "",
+             "| what | seconds | x grad alone |", "|---|---:|---:|"]
+    lines += [f"| {label} | {s:.2f} | {s / floor:.2f} |" for label, s in seconds.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(first_step(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

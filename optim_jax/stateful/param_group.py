@@ -1,0 +1,130 @@
+"""A ``param_groups`` dict whose ``'params'`` are made when first read.
+
+A group kept in contiguous buffers (:mod:`optim_jax.packing`) shows its params as the
+user's tree only when somebody looks: after a step, ``'params'`` is *deferred*, and the first
+read of it (``group['params']``, ``dict(group)``, ``group.items()``, printing, copying,
+pickling) makes the tree in one compiled call. Writing ``'params'`` (``group['params'] = tree``)
+replaces the deferred value; the optimizer then takes the written tree at its next step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+class _Deferred:
+    def __repr__(self) -> str:
+        return "<params made when read>"
+
+
+_DEFERRED = _Deferred()
+
+
+class ParamGroup(dict):
+    """A group dict (options and ``'params'``), with ``'params'`` possibly deferred."""
+
+    _make: Callable[[], Any] | None = None
+    _shown: Any = None
+
+    def defer(self, make: Callable[[], Any]) -> None:
+        """``'params'`` becomes ``make()`` when first read."""
+        self._make, self._shown = make, _DEFERRED
+        dict.__setitem__(self, "params", _DEFERRED)
+
+    def show(self, tree: Any) -> None:
+        """``'params'`` is ``tree``, as the optimizer holds it."""
+        self._make, self._shown = None, tree
+        dict.__setitem__(self, "params", tree)
+
+    def is_shown(self) -> bool:
+        """Whether ``'params'`` is made and is what the optimizer put there (nobody wrote over
+        it)."""
+        return self._shown is not None and dict.get(self, "params") is self._shown
+
+    def shown_params(self) -> Any:
+        """``'params'`` as shown (made), or ``None`` while deferred or written over."""
+        return self._shown if self.is_shown() and self._shown is not _DEFERRED else None
+
+    def is_deferred(self) -> bool:
+        return self._make is not None and dict.get(self, "params") is _DEFERRED
+
+    def is_current(self) -> bool:
+        """Whether ``'params'`` is still what the optimizer holds (deferred or shown)."""
+        return self.is_deferred() or self.is_shown()
+
+    def renewed(self, new: dict) -> "ParamGroup":
+        """``new`` (this group's options changed, its params the same) as a group that is as
+        current as this one."""
+        group = ParamGroup({k: v for k, v in new.items() if k != "params"})
+        if self.is_deferred():
+            group.defer(self._make)
+        else:
+            group.show(new["params"])
+        return group
+
+    @classmethod
+    def showing(cls, group: dict) -> "ParamGroup":
+        """``group`` (a dict) as a ParamGroup showing its ``'params'``."""
+        result = group if isinstance(group, ParamGroup) else cls(group)
+        result.show(dict.__getitem__(result, "params"))
+        return result
+
+    def settle(self) -> None:
+        """Makes a deferred ``'params'``."""
+        if self.is_deferred():
+            self.show(self._make())
+
+    # Every read of a value goes through settle(); __iter__ is overridden so that dict(group)
+    # and {**group} read through __getitem__ instead of the dict's own storage.
+    def __getitem__(self, key: Any) -> Any:
+        if key == "params":
+            self.settle()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key == "params":
+            self.settle()
+        return dict.get(self, key, default)
+
+    def __iter__(self):
+        return dict.__iter__(self)
+
+    def items(self):
+        self.settle()
+        return dict.items(self)
+
+    def values(self):
+        self.settle()
+        return dict.values(self)
+
+    def copy(self) -> dict:
+        self.settle()
+        return dict(dict.items(self))
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.settle()
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple:
+        self.settle()
+        return dict.popitem(self)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.settle()
+        return dict.setdefault(self, key, default)
+
+    def __eq__(self, other: Any) -> bool:
+        self.settle()
+        if isinstance(other, ParamGroup):
+            other.settle()
+        return dict.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self.settle()
+        return dict.__repr__(self)
+
+    def __reduce__(self) -> tuple:
+        self.settle()
+        return (ParamGroup, (dict(dict.items(self)),))

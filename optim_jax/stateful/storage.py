@@ -1,0 +1,188 @@
+"""Where a group's params and state live between steps: its tree, or contiguous buffers.
+
+A group of an elementwise algorithm (``SGD``, ``Adam``, ...) whose arrays all sit on one device
+keeps its params and state in contiguous buffers, one per dtype (:mod:`optim_jax.packing`):
+a step then passes a handful of arrays across the jit boundary however many leaves the tree
+has, and traces its update once over the buffers. The user sees only the tree: the group's
+``'params'`` are made from the buffers when read (:class:`ParamGroup`, one compiled call), and
+``opt.state`` and ``state_dict()`` unpack the state the same way. Sharded or spread params, nnx
+Modules, ZeRO's state layout and algorithms that look at a leaf as a whole (L-BFGS, Adafactor,
+Muon) keep the tree.
+
+What a step takes for a group (*held* params) is its buffers, or its tree; :func:`views` turns
+held params back into trees inside a compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from optim_jax.base import PyTree
+from optim_jax.packing import Packing, run
+from optim_jax.state_fields import collect_fields
+from optim_jax.stateful import nnx_bridge
+from optim_jax.stateful.groups import committed
+from optim_jax.stateful.param_group import ParamGroup
+
+
+def packing_for(tree: PyTree, state: Any, allowed: bool) -> Packing | None:
+    """The packing a group's committed ``tree`` and its ``state`` are kept in, or ``None`` to
+    keep the tree: where the group's arrays sit on one device and every per-parameter state
+    field has its parameter's shape and one dtype per buffer (complex params keep a real view
+    of another shape: they keep the tree)."""
+    leaves, structure = jax.tree.flatten(tree)
+    # A bare array's state fields cannot be told from its scalars (``step``) by structure; a
+    # single array gains nothing from packing anyway.
+    if not allowed or not leaves or jax.tree_util.treedef_is_leaf(structure):
+        return None
+    if len({device for leaf in leaves for device in leaf.sharding.device_set}) != 1:
+        return None
+    packing = Packing.of(tree)
+    for _, field in collect_fields(state, structure):
+        if jax.tree.structure(field) != structure:
+            continue
+        kinds = {}
+        for slot, leaf in zip(packing.slots, jax.tree.leaves(field)):
+            if tuple(leaf.shape) != slot.shape or kinds.setdefault(slot.bucket, leaf.dtype) != leaf.dtype:
+                return None
+    return packing
+
+
+def held(group: dict, record: Any, index: int) -> Any:
+    """The group's params as a step takes them; params written into the group since the last
+    step (``group['params'] = tree``) are packed first."""
+    if record.packing is None:
+        return group["params"]
+    if isinstance(group, ParamGroup) and group.is_current():
+        return record.buffers
+    tree = group["params"]
+    if Packing.of(tree) != record.packing:
+        raise ValueError(
+            f"param_groups[{index}]['params'] was replaced by {_difference(tree, record.packing)}"
+            "; replace the values only, with arrays of the same shapes and dtypes"
+        )
+    record.buffers = run(record.packing, "pack", tree)
+    return record.buffers
+
+
+def _difference(tree: PyTree, packing: Packing) -> str:
+    """How ``tree`` differs from the tree ``packing`` lays out."""
+    flat, structure = jax.tree_util.tree_flatten_with_path(tree)
+    if structure != packing.treedef:
+        return f"a tree of structure {structure}, the params have {packing.treedef}"
+    for (path, leaf), slot in zip(flat, packing.slots):
+        if (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) != (slot.shape, slot.bucket):
+            return (f"a tree whose leaf at {jax.tree_util.keystr(path)} is "
+                    f"{jnp.dtype(leaf.dtype).name}{list(leaf.shape)}, the param is "
+                    f"{slot.bucket}{list(slot.shape)}")
+    return "another tree"
+
+
+def keep(group: dict, record: Any, new: Any) -> None:
+    """A step's new held params become the group's; a contiguous group's earlier views are
+    deleted, as the tree's donated arrays would be."""
+    if record.packing is None:
+        if isinstance(group, ParamGroup):
+            group.show(new)
+        else:
+            group["params"] = new
+        return
+    record.buffers = new
+    if not isinstance(group, ParamGroup):
+        group["params"] = run(record.packing, "unpack", new, record.offsets)
+        return
+    for leaf in jax.tree.leaves(group.shown_params()):
+        leaf.delete()
+    group.defer(lambda packing=record.packing, buffers=new, offsets=record.offsets:
+                run(packing, "unpack", buffers, offsets))
+
+
+def treedef(group: dict, record: Any) -> Any:
+    """The structure of the group's params (without making them)."""
+    if record.packing is not None and isinstance(group, ParamGroup) and group.is_current():
+        return record.packing.treedef
+    return jax.tree.structure(group["params"])
+
+
+def views(packings: tuple, held_params: list, offsets: list) -> list:
+    """Traced: every group's params as its tree (``offsets``: the groups' runtime offsets)."""
+    return [value if packing is None else packing.unpack(value, offs)
+            for packing, value, offs in zip(packings, held_params, offsets)]
+
+
+def placed_offsets(packing: Packing, buffers: dict) -> list:
+    """The packing's offsets as int32 scalars on the buffers' device (made once per group)."""
+    device = next(iter(buffers.values())).sharding
+    return jax.device_put(packing.offsets(), device)
+
+
+def leaf_state(record: Any) -> Any:
+    """The group's state over its tree (per-parameter fields per leaf), made once per step."""
+    if record.packing is None:
+        return record.state
+    if record.state_views is None or record.state_views[0] is not record.state:
+        record.state_views = record.state, run(record.packing, "unpack_state", record.state,
+                                               record.offsets)
+    return record.state_views[1]
+
+
+def discard_state_views(record: Any) -> None:
+    """Deletes the views of the state a step replaces, as the tree's donated state would be."""
+    if record.state_views is not None and record.state_views[0] is record.state:
+        for leaf in jax.tree.leaves(record.state_views[1]):
+            if leaf is not None and not isinstance(leaf, (int, float)):
+                leaf.delete()
+    record.state_views = None
+
+
+def stored_state(record: Any, state: Any) -> Any:
+    """A state over the group's tree as the group keeps it."""
+    return state if record.packing is None else run(record.packing, "pack_state", state)
+
+
+class GroupStorage:
+    """The optimizer's groups as programs take them and as the user sees them: held params,
+    states (kept or per leaf), and a step's results taken up (nnx Modules included)."""
+
+    param_groups: list
+    _records: list
+
+    def _group_params(self) -> list:
+        """The groups' params as trees (made from buffers where deferred)."""
+        return [g["params"] for g in self.param_groups]
+
+    def _states(self) -> list:
+        return [r.state for r in self._records]
+
+    def _leaf_states(self) -> list:
+        return [leaf_state(r) for r in self._records]
+
+    def _held(self) -> list:
+        """Each group's params as a step takes them (its buffers, or its tree)."""
+        return [held(g, r, i) for i, (g, r) in enumerate(zip(self.param_groups, self._records))]
+
+    def _packings(self) -> tuple:
+        return tuple(r.packing for r in self._records)
+
+    def _offsets(self) -> list:
+        return [r.offsets for r in self._records]
+
+    def _adopt_module_values(self) -> None:
+        """Takes up values put into the groups' nnx Modules since the last step."""
+        for group, record in zip(self.param_groups, self._records):
+            if record.variables is not None:
+                group["params"] = nnx_bridge.adopted(record.variables, group["params"], committed)
+
+    def _commit(self, new_held: list, states: list, modules: list, changed: dict) -> None:
+        """A step's results become the current params and state; nnx Modules get them too."""
+        for group, record, value, state in zip(self.param_groups, self._records, new_held,
+                                               states):
+            keep(group, record, value)
+            discard_state_views(record)
+            record.state = state
+            if record.variables is not None:
+                nnx_bridge.set_values(record.variables, value)
+        nnx_bridge.write_back(modules, changed)
