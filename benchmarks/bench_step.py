@@ -59,6 +59,7 @@ ROUND_TRIP = "jit round trip only"
 STATEFUL_GRAD = "optim_jax class: opt.grad = g; step()"
 STATEFUL_CLOSURE = "optim_jax class: step(closure)"
 OPTAX_GRAD = "optax: grad of the closure's loss + update"
+CONTIGUOUS = "optim_jax contiguous(tx)"
 TORCH_FLAVOURS = {
     "foreach=False": {"foreach": False},
     "foreach=True": {"foreach": True},
@@ -252,10 +253,13 @@ def jax_transforms(algo: str) -> dict[str, tuple[Any, Callable]]:
         return {
             "optim_jax": (optim_jax.adam(lr=LR), optim_jax.apply_updates),
             "optax": (optax.adam(LR), optax.apply_updates),
+            CONTIGUOUS: (optim_jax.contiguous(optim_jax.adam(lr=LR)), optim_jax.apply_updates),
         }
     return {
         "optim_jax": (optim_jax.sgd(LR, momentum=MOMENTUM), optim_jax.apply_updates),
         "optax": (optax.sgd(LR, momentum=MOMENTUM), optax.apply_updates),
+        CONTIGUOUS: (optim_jax.contiguous(optim_jax.sgd(LR, momentum=MOMENTUM)),
+                     optim_jax.apply_updates),
     }
 
 

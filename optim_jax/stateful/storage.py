@@ -1,7 +1,7 @@
 """Where a group's params and state live between steps: its tree, or contiguous buffers.
 
-A group of an elementwise algorithm (``SGD``, ``Adam``, ...) whose arrays all sit on one device
-keeps its params and state in contiguous buffers, one per dtype (:mod:`optim_jax.packing`):
+A group of an elementwise algorithm (``SGD``, ``Adam``, ...) of at least :data:`MIN_LEAVES`
+arrays, all on one device, keeps its params and state in contiguous buffers, one per dtype (:mod:`optim_jax.packing`):
 a step then passes a handful of arrays across the jit boundary however many leaves the tree
 has, and traces its update once over the buffers. The user sees only the tree: the group's
 ``'params'`` are made from the buffers when read (:class:`ParamGroup`, one compiled call), and
@@ -28,15 +28,19 @@ from optim_jax.stateful.groups import committed
 from optim_jax.stateful.param_group import ParamGroup
 
 
+MIN_LEAVES = 8
+
+
 def packing_for(tree: PyTree, state: Any, allowed: bool) -> Packing | None:
     """The packing a group's committed ``tree`` and its ``state`` are kept in, or ``None`` to
     keep the tree: where the group's arrays sit on one device and every per-parameter state
     field has its parameter's shape and one dtype per buffer (complex params keep a real view
     of another shape: they keep the tree)."""
     leaves, structure = jax.tree.flatten(tree)
-    # A bare array's state fields cannot be told from its scalars (``step``) by structure; a
-    # single array gains nothing from packing anyway.
-    if not allowed or not leaves or jax.tree_util.treedef_is_leaf(structure):
+    # Below MIN_LEAVES the arrays a step saves (a few microseconds each) do not repay the
+    # programs packing compiles (the packing itself, the views). A bare array's state fields
+    # could not be told from its scalars (``step``) by structure anyway.
+    if not allowed or len(leaves) < MIN_LEAVES or jax.tree_util.treedef_is_leaf(structure):
         return None
     if len({device for leaf in leaves for device in leaf.sharding.device_set}) != 1:
         return None

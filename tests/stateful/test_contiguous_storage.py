@@ -165,8 +165,10 @@ def test_state_dict_is_per_parameter_and_loads_into_a_fresh_optimizer():
 
 def test_momentum_switched_on_later_migrates_the_packed_state_like_torch():
     torch = pytest.importorskip("torch")
-    values = [np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), np.arange(4, dtype=np.float32)]
+    values = [np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3) * k for k in range(1, 5)]
+    values += [np.arange(4, dtype=np.float32) - k for k in range(4)]
     ours = optim.SGD([jnp.asarray(v) for v in values], lr=0.1)
+    assert ours._records[0].packing is not None
     theirs_params = [torch.tensor(v, requires_grad=True) for v in values]
     theirs = torch.optim.SGD(theirs_params, lr=0.1)
     for step in range(4):
@@ -182,12 +184,18 @@ def test_momentum_switched_on_later_migrates_the_packed_state_like_torch():
                                theirs.state[theirs_params[1]]["momentum_buffer"].numpy(), rtol=1e-6)
 
 
+def eight(shape):
+    return {f"p{i}": jnp.full(shape, i + 1.0) for i in range(8)}
+
+
 @pytest.mark.parametrize("build", [
-    lambda: optim.Adam({"z": jnp.ones(3, jnp.complex64), "w": jnp.ones(2)}, lr=0.1),
+    lambda: optim.Adam({**eight(2), "z": jnp.ones(3, jnp.complex64)}, lr=0.1),
     lambda: optim.Adam(jnp.ones(3), lr=0.1),
-    lambda: optim.Adafactor({"a": jnp.ones((3, 4)), "b": jnp.ones(2)}),
-    lambda: optim.LBFGS({"a": jnp.ones(3), "b": jnp.ones(2)}),
-], ids=["complex", "bare array", "adafactor", "lbfgs"])
-def test_groups_that_look_at_a_leaf_as_a_whole_keep_the_tree(build):
+    lambda: optim.Adam({k: jnp.ones(3) for k in "abcdefg"}, lr=0.1),
+    lambda: optim.Adafactor(eight((3, 4))),
+    lambda: optim.LBFGS(eight(3)),
+], ids=["complex", "bare array", "fewer than 8 leaves", "adafactor", "lbfgs"])
+def test_groups_that_look_at_a_leaf_as_a_whole_or_are_small_keep_the_tree(build):
     opt = build()
     assert opt._records[0].packing is None
+    assert optim.Adam(eight(3), lr=0.1)._records[0].packing is not None
