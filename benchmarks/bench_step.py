@@ -58,7 +58,7 @@ ROOF_BYTES_PER_ELEMENT = 12  # a + s * b: reads a and b, writes a
 ROUND_TRIP = "jit round trip only"
 STATEFUL_GRAD = "optim_jax class: opt.grad = g; step()"
 STATEFUL_CLOSURE = "optim_jax class: step(closure)"
-OPTAX_GRAD = "optax: grad of the closure's loss + update"
+OPTAX_GRAD = "optax: value_and_grad of the closure's loss + update"
 CONTIGUOUS = "optim_jax contiguous(tx)"
 TORCH_FLAVOURS = {
     "foreach=False": {"foreach": False},
@@ -224,9 +224,10 @@ def stateful_steps(algo: str, params: list, grads: list) -> dict[str, Callable[[
     def loss(p):
         return linear_loss(p, grads)
 
-    def optax_step(p, s, g):
-        updates, s = tx.update(jax.grad(linear_loss)(p, g), s, p)
-        return optax.apply_updates(p, updates), s
+    def optax_step(p, s, g):  # returns the loss, as step(closure) does
+        value, grads = jax.value_and_grad(linear_loss)(p, g)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), (s, value)
 
     def step_after_grad() -> None:
         given.grad = grads
@@ -237,7 +238,8 @@ def stateful_steps(algo: str, params: list, grads: list) -> dict[str, Callable[[
         jax.block_until_ready(closed.step(loss))
         jax.block_until_ready(closed._records[0].state)
 
-    optax_grad = jit_loop(optax_step, [jnp.array(p) for p in params], tx.init(params), grads)
+    optax_grad = jit_loop(lambda p, s, g: optax_step(p, s[0], g),
+                          [jnp.array(p) for p in params], (tx.init(params), jnp.float32(0)), grads)
     return {STATEFUL_GRAD: step_after_grad, STATEFUL_CLOSURE: step_closure,
             OPTAX_GRAD: optax_grad}
 
@@ -542,7 +544,7 @@ def main(argv: list[str] | None = None) -> str:
         import first_step  # benchmarks/ is the script's folder, on sys.path
 
         tables = first_step.report(*((3, 64) if args.tiny else (20, 1000) if args.quick
-                                     else (1000, 1000)))
+                                     else (1000, 1000)), fresh=not args.tiny)
     elif args.algorithms:
         tables = algorithm_report(TINY_ALGORITHM_CASE if args.tiny else
                                   QUICK_ALGORITHM_CASE if args.quick else ALGORITHM_CASE)

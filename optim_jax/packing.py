@@ -1,4 +1,4 @@
-"""Contiguous buffers: a tree's leaves laid end to end, one 1-D buffer per dtype.
+"""Contiguous buffers: a tree's small leaves laid end to end, one 1-D buffer per dtype.
 
 A step over many small arrays pays per array crossing the jit boundary (a few microseconds
 each, in and out, for params, gradients and every state field), and XLA traces and compiles the
@@ -6,8 +6,13 @@ update once per leaf. Over contiguous buffers an elementwise update is the same 
 a handful of arrays: the stateful optimizers keep their groups so (:mod:`optim_jax.stateful`),
 and :func:`contiguous` offers the layout to pure users.
 
-A :class:`Packing` says where each leaf lies: buffer (its dtype), offset, size and shape. It is
-hashable, so it can key compiled programs; ``pack`` and ``unpack`` work traced or not.
+Only leaves of at most :data:`LARGE` elements share buffers. A large leaf is a buffer of its
+own (flattening it costs nothing): concatenating large arrays every step would cost a pass over
+their memory and a fresh temporary, more than the few microseconds their crossing saves
+(measured on XLA CPU: 200 leaves x 50k in one buffer, 2.9x slower than leaf by leaf).
+
+A :class:`Packing` says where each leaf lies: buffer, offset, size and shape. It is hashable, so
+it can key compiled programs; ``pack`` and ``unpack`` work traced or not.
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ from optim_jax.base import (
 from optim_jax.state_fields import collect_fields, replace_fields
 
 
+LARGE = 16384
+
+
 class Slot(NamedTuple):
-    """Where one leaf lies: its buffer's key (the dtype's name), offset, size and shape."""
+    """Where one leaf lies: its buffer's key (the dtype's name for the shared buffer, with the
+    leaf's index for a large leaf's own), offset, size and shape."""
 
     bucket: str
     offset: int
@@ -38,7 +47,8 @@ class Slot(NamedTuple):
 
 
 class Packing:
-    """How a tree's leaves lie in contiguous buffers, one per dtype (in first-seen order).
+    """How a tree's leaves lie in contiguous buffers: the small ones in one buffer per dtype,
+    each large one in its own (in first-seen order).
 
     Made by :meth:`of`; two packings of trees with the same structure, shapes and dtypes are
     equal and hash alike.
@@ -67,8 +77,10 @@ class Packing:
         leaves, treedef = jax.tree.flatten(tree)
         sizes: dict[str, int] = {}
         slots = []
-        for leaf in leaves:
+        for index, leaf in enumerate(leaves):
             key, size = jnp.dtype(leaf.dtype).name, int(np.prod(leaf.shape, dtype=np.int64))
+            if size > LARGE:
+                key = f"{key}#{index}"
             slots.append(Slot(key, sizes.get(key, 0), size, tuple(leaf.shape)))
             sizes[key] = sizes.get(key, 0) + size
         return cls(treedef, tuple(slots), tuple(sizes.items()))

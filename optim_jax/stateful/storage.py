@@ -78,10 +78,11 @@ def _difference(tree: PyTree, packing: Packing) -> str:
     if structure != packing.treedef:
         return f"a tree of structure {structure}, the params have {packing.treedef}"
     for (path, leaf), slot in zip(flat, packing.slots):
-        if (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) != (slot.shape, slot.bucket):
+        if (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) != (slot.shape,
+                                                             slot.bucket.split("#")[0]):
             return (f"a tree whose leaf at {jax.tree_util.keystr(path)} is "
                     f"{jnp.dtype(leaf.dtype).name}{list(leaf.shape)}, the param is "
-                    f"{slot.bucket}{list(slot.shape)}")
+                    f"{slot.bucket.split('#')[0]}{list(slot.shape)}")
     return "another tree"
 
 

@@ -39,7 +39,7 @@ def test_bench_step_reports_every_implementation(run_main):
             assert f"| {algo} | {impl} |" in report
     assert "roof (1 flat array)" in report
     for impl in ("optim_jax class: opt.grad = g; step()", "optim_jax class: step(closure)",
-                 "optax: grad of the closure's loss + update"):
+                 "optax: value_and_grad of the closure's loss + update"):
         assert f"| {impl} |" in report
     assert "class step() / best torch" in report
 

@@ -64,3 +64,11 @@ def test_packing_a_state_keeps_the_scalars_and_packs_the_moments():
     assert packed[0].step.shape == ()
     assert set(packed[0].exp_avg) == {"float32", "bfloat16", "float16"}
     chex.assert_trees_all_equal(packing.unpack_state(packed), state)
+
+
+def test_large_leaves_are_buffers_of_their_own_and_small_ones_share():
+    tree = {"big": jnp.ones((200, 100)), "small": [jnp.ones(3), jnp.ones((2, 2))],
+            "half": jnp.ones(5, jnp.bfloat16)}
+    buffers = optim.Packing.of(tree).pack(tree)
+    assert {k: v.shape for k, v in buffers.items()} == {
+        "bfloat16": (5,), "float32#0": (20000,), "float32": (7,)}
