@@ -47,8 +47,9 @@ class Slot(NamedTuple):
 
 
 class Packing:
-    """How a tree's leaves lie in contiguous buffers: the small ones in one buffer per dtype,
-    each large one in its own (in first-seen order).
+    """How a tree's leaves lie in contiguous buffers, in first-seen order.
+
+    The small leaves share one buffer per dtype; each large one is a buffer of its own.
 
     Made by :meth:`of`; two packings of trees with the same structure, shapes and dtypes are
     equal and hash alike.
