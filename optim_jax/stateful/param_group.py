@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
+
 
 class _Deferred:
     def __repr__(self) -> str:
@@ -25,32 +27,36 @@ class ParamGroup(dict):
 
     _make: Callable[[], Any] | None = None
     _shown: Any = None
+    _leaves: tuple = ()  # the arrays shown, as the optimizer put them
 
     def defer(self, make: Callable[[], Any]) -> None:
         """``'params'`` becomes ``make()`` when first read."""
-        self._make, self._shown = make, _DEFERRED
+        self._make, self._shown, self._leaves = make, _DEFERRED, ()
         dict.__setitem__(self, "params", _DEFERRED)
 
     def show(self, tree: Any) -> None:
         """``'params'`` is ``tree``, as the optimizer holds it."""
-        self._make, self._shown = None, tree
+        self._make, self._shown, self._leaves = None, tree, tuple(jax.tree.leaves(tree))
         dict.__setitem__(self, "params", tree)
 
-    def is_shown(self) -> bool:
-        """Whether ``'params'`` is made and is what the optimizer put there (nobody wrote over
-        it)."""
-        return self._shown is not None and dict.get(self, "params") is self._shown
-
-    def shown_params(self) -> Any:
-        """``'params'`` as shown (made), or ``None`` while deferred or written over."""
-        return self._shown if self.is_shown() and self._shown is not _DEFERRED else None
+    def shown_leaves(self) -> tuple:
+        """The arrays the optimizer showed in ``'params'`` (none while deferred)."""
+        return self._leaves
 
     def is_deferred(self) -> bool:
         return self._make is not None and dict.get(self, "params") is _DEFERRED
 
     def is_current(self) -> bool:
-        """Whether ``'params'`` is still what the optimizer holds (deferred or shown)."""
-        return self.is_deferred() or self.is_shown()
+        """Whether ``'params'`` is still what the optimizer holds: deferred, or shown with
+        nobody having written over it or over one of its leaves (``group['params'][0] = x``,
+        as torch users write into ``p.data``)."""
+        if self.is_deferred():
+            return True
+        if self._shown is None or dict.get(self, "params") is not self._shown:
+            return False
+        leaves = jax.tree.leaves(self._shown)
+        return len(leaves) == len(self._leaves) and all(
+            a is b for a, b in zip(leaves, self._leaves))
 
     def renewed(self, new: dict) -> "ParamGroup":
         """``new`` (this group's options changed, its params the same) as a group that is as

@@ -99,7 +99,7 @@ def keep(group: dict, record: Any, new: Any) -> None:
     if not isinstance(group, ParamGroup):
         group["params"] = run(record.packing, "unpack", new, record.offsets)
         return
-    for leaf in jax.tree.leaves(group.shown_params()):
+    for leaf in group.shown_leaves():
         leaf.delete()
     group.defer(lambda packing=record.packing, buffers=new, offsets=record.offsets:
                 run(packing, "unpack", buffers, offsets))

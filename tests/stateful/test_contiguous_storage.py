@@ -199,3 +199,38 @@ def test_groups_that_look_at_a_leaf_as_a_whole_or_are_small_keep_the_tree(build)
     opt = build()
     assert opt._records[0].packing is None
     assert optim.Adam(eight(3), lr=0.1)._records[0].packing is not None
+
+
+def test_a_leaf_written_into_the_shown_params_is_where_the_next_step_starts():
+    # torch users write into p.data; here that is an entry of the shown tree, in place
+    opt, twin = optim.SGD(mixed_tree(8), lr=0.1), optim.SGD(mixed_tree(8), lr=0.1)
+    for o in (opt, twin):
+        o.step(loss, 1.0)
+    new = jnp.full((3,), 0.25, jnp.float32)
+    opt.param_groups[0]["params"]["w0"] = new
+    twin.param_groups[0]["params"] = dict(twin.params, w0=jnp.full((3,), 0.25, jnp.float32))
+    for o in (opt, twin):
+        o.step(loss, 1.0)
+    jax.tree.map(np.testing.assert_array_equal, opt.params, twin.params)
+
+
+def test_named_and_labelled_groups_are_packed_and_step_like_the_tree():
+    tree = mixed_tree(9, leaves=20)
+    first = lambda k: int(k[1:]) % 2 == 0  # noqa: E731
+    named = optim.Adam([(k, v) for k, v in tree.items()], lr=0.1)
+    labelled = optim.Adam(optim.labelled(
+        mixed_tree(9, leaves=20), lambda p: {k: "a" if first(k) else "b" for k in p},
+        {"a": {}, "b": {"lr": 0.05}}), lr=0.1)
+    assert named._records[0].packing is not None
+    assert all(r.packing is not None for r in labelled._records)
+    reference = optim.Adam(
+        [{"params": {k: v for k, v in mixed_tree(9, leaves=20).items() if first(k)}},
+         {"params": {k: v for k, v in mixed_tree(9, leaves=20).items() if not first(k)},
+          "lr": 0.05}], lr=0.1)
+    for _ in range(2):
+        named.step(lambda pairs: loss(dict(pairs), 1.0))
+        labelled.step(loss, 1.0)
+        reference.step(lambda groups: loss(groups, 1.0))
+    assert [name for name, _ in named.params] == list(tree)
+    merged = {**reference.params[0], **reference.params[1]}
+    jax.tree.map(within_ulps, labelled.params, merged)
