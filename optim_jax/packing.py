@@ -38,12 +38,13 @@ LARGE = 16384
 
 class Slot(NamedTuple):
     """Where one leaf lies: its buffer's key (the dtype's name for the shared buffer, with the
-    leaf's index for a large leaf's own), offset, size and shape."""
+    leaf's index for a large leaf's own), offset, size, shape and dtype's name."""
 
     bucket: str
     offset: int
     size: int
     shape: tuple[int, ...]
+    dtype: str
 
 
 class Packing:
@@ -63,6 +64,7 @@ class Packing:
     def __init__(self, treedef: Any, slots: tuple[Slot, ...], sizes: tuple[tuple[str, int], ...]):
         self.treedef, self.slots, self.sizes = treedef, slots, sizes
         self.flat_treedef = jax.tree.structure({key: 0 for key, _ in sizes})
+        self._hash = hash(self._key())  # a packing keys every step's program lookup
 
     @classmethod
     def of(cls, tree: PyTree) -> "Packing":
@@ -79,10 +81,9 @@ class Packing:
         sizes: dict[str, int] = {}
         slots = []
         for index, leaf in enumerate(leaves):
-            key, size = jnp.dtype(leaf.dtype).name, int(np.prod(leaf.shape, dtype=np.int64))
-            if size > LARGE:
-                key = f"{key}#{index}"
-            slots.append(Slot(key, sizes.get(key, 0), size, tuple(leaf.shape)))
+            dtype, size = jnp.dtype(leaf.dtype).name, int(np.prod(leaf.shape, dtype=np.int64))
+            key = f"{dtype}#{index}" if size > LARGE else dtype
+            slots.append(Slot(key, sizes.get(key, 0), size, tuple(leaf.shape), dtype))
             sizes[key] = sizes.get(key, 0) + size
         return cls(treedef, tuple(slots), tuple(sizes.items()))
 
@@ -93,7 +94,7 @@ class Packing:
         return isinstance(other, Packing) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Packing({len(self.slots)} leaves in {dict(self.sizes)})"

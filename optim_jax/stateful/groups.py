@@ -207,6 +207,12 @@ def check_params(tree: PyTree) -> None:
             )
 
 
+def as_array(value: Any) -> jax.Array:
+    """``value`` as a JAX array; a JAX array as it is (``jnp.asarray`` of one costs tens of
+    microseconds, and a step's gradients may be thousands)."""
+    return value if isinstance(value, jax.Array) else jnp.asarray(value)
+
+
 def committed(tree: PyTree, copy: bool = False) -> PyTree:
     """``tree`` as JAX arrays committed to their devices; with ``copy``, new buffers.
 
@@ -217,8 +223,7 @@ def committed(tree: PyTree, copy: bool = False) -> PyTree:
     donate. One batched transfer for the whole tree.
     """
     leaves, treedef = jax.tree.flatten(tree)
-    # jnp.asarray of a jax.Array costs tens of microseconds; a step's gradients are 1000s.
-    arrays = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
+    arrays = [as_array(x) for x in leaves]
     moved = [i for i, x in enumerate(arrays) if copy or not x.committed]
     if moved:
         placed = jax.device_put(
@@ -270,8 +275,7 @@ def gradient_leaves(
         for index, (tree, record, group, treedef)
         in enumerate(zip(trees, records, param_groups, treedefs))
     ]
-    arrays = iter([g if isinstance(g, jax.Array) else jnp.asarray(g)
-                   for leaves in groups for g in leaves if g is not None])
+    arrays = iter([as_array(g) for leaves in groups for g in leaves if g is not None])
     return [
         None if all(g is None for g in leaves)
         else [None if g is None else next(arrays) for g in leaves]

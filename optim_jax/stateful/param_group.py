@@ -27,21 +27,24 @@ class ParamGroup(dict):
 
     _make: Callable[[], Any] | None = None
     _shown: Any = None
-    _leaves: tuple = ()  # the arrays shown, as the optimizer put them
+    _leaves: tuple | None = None  # the arrays shown, where watched (see ``show``)
 
     def defer(self, make: Callable[[], Any]) -> None:
         """``'params'`` becomes ``make()`` when first read."""
-        self._make, self._shown, self._leaves = make, _DEFERRED, ()
+        self._make, self._shown, self._leaves = make, _DEFERRED, None
         dict.__setitem__(self, "params", _DEFERRED)
 
-    def show(self, tree: Any) -> None:
-        """``'params'`` is ``tree``, as the optimizer holds it."""
-        self._make, self._shown, self._leaves = None, tree, tuple(jax.tree.leaves(tree))
+    def show(self, tree: Any, watch: bool = False) -> None:
+        """``'params'`` is ``tree``, as the optimizer holds it; with ``watch``, its leaves are
+        remembered, so that one written over is noticed (views of buffers: the tree kept by a
+        group is what its steps read, so it needs no watching)."""
+        self._make, self._shown = None, tree
+        self._leaves = tuple(jax.tree.leaves(tree)) if watch else None
         dict.__setitem__(self, "params", tree)
 
     def shown_leaves(self) -> tuple:
-        """The arrays the optimizer showed in ``'params'`` (none while deferred)."""
-        return self._leaves
+        """The watched arrays the optimizer showed in ``'params'`` (none while deferred)."""
+        return self._leaves or ()
 
     def is_deferred(self) -> bool:
         return self._make is not None and dict.get(self, "params") is _DEFERRED
@@ -54,6 +57,8 @@ class ParamGroup(dict):
             return True
         if self._shown is None or dict.get(self, "params") is not self._shown:
             return False
+        if self._leaves is None:
+            return True
         leaves = jax.tree.leaves(self._shown)
         return len(leaves) == len(self._leaves) and all(
             a is b for a, b in zip(leaves, self._leaves))
@@ -65,7 +70,7 @@ class ParamGroup(dict):
         if self.is_deferred():
             group.defer(self._make)
         else:
-            group.show(new["params"])
+            group.show(new["params"], watch=self._leaves is not None)
         return group
 
     @classmethod
@@ -78,7 +83,7 @@ class ParamGroup(dict):
     def settle(self) -> None:
         """Makes a deferred ``'params'``."""
         if self.is_deferred():
-            self.show(self._make())
+            self.show(self._make(), watch=True)
 
     # Every read of a value goes through settle(); __iter__ is overridden so that dict(group)
     # and {**group} read through __getitem__ instead of the dict's own storage.

@@ -1,8 +1,8 @@
 """Where a group's params and state live between steps: its tree, or contiguous buffers.
 
 A group of an elementwise algorithm (``SGD``, ``Adam``, ...) of at least :data:`MIN_LEAVES`
-arrays, all on one device, keeps its params and state in contiguous buffers, one per dtype (:mod:`optim_jax.packing`):
-a step then passes a handful of arrays across the jit boundary however many leaves the tree
+arrays, all on one device, keeps its params and state in contiguous buffers, one per dtype
+(:mod:`optim_jax.packing`): a step then passes a handful of arrays across the jit boundary however many leaves the tree
 has, and traces its update once over the buffers. The user sees only the tree: the group's
 ``'params'`` are made from the buffers when read (:class:`ParamGroup`, one compiled call), and
 ``opt.state`` and ``state_dict()`` unpack the state the same way. Sharded or spread params, nnx
@@ -78,11 +78,10 @@ def _difference(tree: PyTree, packing: Packing) -> str:
     if structure != packing.treedef:
         return f"a tree of structure {structure}, the params have {packing.treedef}"
     for (path, leaf), slot in zip(flat, packing.slots):
-        if (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) != (slot.shape,
-                                                             slot.bucket.split("#")[0]):
+        if (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) != (slot.shape, slot.dtype):
             return (f"a tree whose leaf at {jax.tree_util.keystr(path)} is "
                     f"{jnp.dtype(leaf.dtype).name}{list(leaf.shape)}, the param is "
-                    f"{slot.bucket.split('#')[0]}{list(slot.shape)}")
+                    f"{slot.dtype}{list(slot.shape)}")
     return "another tree"
 
 
@@ -138,8 +137,7 @@ def discard_state_views(record: Any) -> None:
     """Deletes the views of the state a step replaces, as the tree's donated state would be."""
     if record.state_views is not None and record.state_views[0] is record.state:
         for leaf in jax.tree.leaves(record.state_views[1]):
-            if leaf is not None and not isinstance(leaf, (int, float)):
-                leaf.delete()
+            leaf.delete()
     record.state_views = None
 
 

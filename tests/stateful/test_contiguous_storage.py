@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 import optim_jax as optim
 
@@ -164,7 +165,6 @@ def test_state_dict_is_per_parameter_and_loads_into_a_fresh_optimizer():
 
 
 def test_momentum_switched_on_later_migrates_the_packed_state_like_torch():
-    torch = pytest.importorskip("torch")
     values = [np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3) * k for k in range(1, 5)]
     values += [np.arange(4, dtype=np.float32) - k for k in range(4)]
     ours = optim.SGD([jnp.asarray(v) for v in values], lr=0.1)
