@@ -424,6 +424,8 @@ def header(threads: int) -> str:
         "- bytes per parameter: Adam 28, SGD-momentum 20; roof: jitted donated a + s*b "
         "(12 bytes/element) on one flat array of the case's size",
         "- x roof, x optax: time ratios (1.00 = as fast, 2.00 = twice as slow)",
+        f"- optim_jax's CPU kernels (the classes' one-pass Adam/AdamW/SGD-momentum steps): "
+        f"{'on' if optim_jax.cpu_kernels.available() else 'off (not built, or OPTIM_JAX_CPU_KERNELS=0)'}",
     ])
 
 

@@ -29,6 +29,17 @@ class AdamState(NamedTuple):
     max_exp_avg_sq: Any
 
 
+def inverse_bias_correction_sqrt(beta2: Any, count: jax.Array) -> jax.Array:
+    """``1 / sqrt(1 - beta2**count)``: Adam multiplies ``sqrt(v)`` by it.
+
+    torch divides by ``sqrt(1 - beta2**t)``. XLA turns a division by a broadcast scalar into a
+    multiply by its reciprocal in some programs and not in others, so the rounding would depend
+    on the rest of the program; the multiply is written out (behind an optimisation barrier, so
+    that no rewrite reaches through it) and every program rounds alike, within an ulp of torch.
+    """
+    return jax.lax.optimization_barrier(1 / jnp.sqrt(numerics.bias_correction(beta2, count)))
+
+
 def scale_by_adam(
     betas: tuple[Any, Any] = (0.9, 0.999),
     eps: Any = 1e-8,
@@ -74,7 +85,7 @@ def scale_by_adam(
         del params
         step = numerics.increment(state.step)
         correction1 = numerics.bias_correction(beta1, step)
-        correction2_sqrt = jnp.sqrt(numerics.bias_correction(beta2, step))
+        inverse_correction2_sqrt = inverse_bias_correction_sqrt(beta2, step)
         exp_avg = jax.tree.map(
             lambda m, g: numerics.lerp(m, g, 1 - beta1), state.exp_avg, updates
         )
@@ -93,7 +104,7 @@ def scale_by_adam(
         scale = numerics.step_scale(lr, state.step, correction1)
 
         def ratio(m, v):
-            denom = jnp.sqrt(v) / numerics.like(correction2_sqrt, v) + numerics.like(eps, v)
+            denom = jnp.sqrt(v) * numerics.like(inverse_correction2_sqrt, v) + numerics.like(eps, v)
             return (m * numerics.like(scale, m)) / denom
 
         updates = jax.tree.map(ratio, exp_avg, second)

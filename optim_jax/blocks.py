@@ -241,11 +241,7 @@ def trace_momentum(
 
     def update(updates, state, params=None):
         del params
-        # The first buffer is the gradient: 0 * b + 1 * g == g exactly, since b starts at zero.
-        # Choosing the scalars (not the elements) keeps one multiply-add per element.
-        first = state.step == 0
-        decay = jnp.where(first, 0, momentum)
-        keep = jnp.where(first, 1, 1 - dampening)
+        decay, keep = momentum_terms(state.step, momentum, dampening)
 
         def buffer(g, b):
             return b * numerics.like(decay, g) + numerics.like(keep, g) * g
@@ -260,6 +256,17 @@ def trace_momentum(
         return updates, MomentumState(numerics.increment(state.step), buffers)
 
     return GradientTransformation(init, update)
+
+
+def momentum_terms(step: jax.Array, momentum: Any, dampening: Any) -> tuple[Any, Any]:
+    """``(decay, keep)`` of torch's momentum buffer ``b <- decay * b + keep * g`` at ``step``
+    (buffer updates made before this one).
+
+    The first buffer is the gradient: ``0 * b + 1 * g == g`` exactly, since ``b`` starts at
+    zero. Choosing the scalars (not the elements) keeps one multiply-add per element.
+    """
+    first = step == 0
+    return jnp.where(first, 0, momentum), jnp.where(first, 1, 1 - dampening)
 
 
 def descent(

@@ -135,10 +135,21 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     if value is not None:
         return start + weight * diff if abs(value) < 0.5 else end - diff * (1 - weight)
     # Traced weight: pick torch's branch with scalar selects, one multiply-add per element.
-    # ``end + (-(1 - w)) * diff`` is bit-identical to ``end - diff * (1 - w)``.
-    small = jnp.abs(weight) < 0.5
-    base = jnp.where(small, start, end)
-    return base + jnp.where(small, weight, -(1 - weight)) * diff
+    from_start, coef = lerp_terms(weight)
+    return jnp.where(from_start, start, end) + coef * diff
+
+
+def lerp_terms(weight: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """torch's lerp branch for a traced ``weight`` (already in the leaves' dtype), as scalars.
+
+    Returns:
+      ``(from_start, coef)``: the lerp is ``base + coef * (end - start)`` with ``base`` the
+      start where ``from_start`` (``|weight| < 0.5``: ``coef = weight``), else the end
+      (``coef = -(1 - weight)``; ``end + (-(1 - w)) * diff`` is bit-identical to torch's
+      ``end - diff * (1 - w)``).
+    """
+    from_start = jnp.abs(weight) < 0.5
+    return from_start, jnp.where(from_start, weight, -(1 - weight))
 
 
 def zeros_like(leaf: jax.Array, dtype: Any = None) -> jax.Array:

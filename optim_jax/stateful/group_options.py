@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_jax import numerics, validation
+from optim_jax.base import apply_updates
+from optim_jax.fused import fused_update
 from optim_jax.state_fields import collect_fields, replace_fields
 
 
@@ -118,8 +120,26 @@ class GroupOptions:
     def transform_for(self, structure: tuple, vector: Any, offset: int) -> tuple[Any, int]:
         """The transform of the group at ``offset`` of ``vector``, and the next group's offset."""
         options, offset = self.options_for(structure, vector, offset)
+        return self._transform(options), offset
+
+    def _transform(self, options: dict) -> Any:
         tx = self.factory(**options)
-        return (tx if self.state_layout is None else self.state_layout(tx)), offset
+        return tx if self.state_layout is None else self.state_layout(tx)
+
+    def step(self, options: dict, one_device: bool, params: Any, grads: Any,
+             state: Any) -> tuple[Any, Any]:
+        """Traced: ``(new params, new state)`` of one step with the group's ``options``
+        (:meth:`options_for`): the transform's update applied to ``params``, through a CPU
+        kernel where one covers it (:func:`optim_jax.fused.fused_update`; arrays on one
+        device, the state in the transform's own layout)."""
+
+        def xla_update():
+            updates, new_state = self._transform(options).update(grads, state, params)
+            return apply_updates(params, updates), new_state
+
+        if not one_device or self.state_layout is not None:
+            return xla_update()
+        return fused_update(self.factory, options, params, grads, state, xla_update)
 
     def init_state(self, group: Mapping[str, Any], structure: tuple, params: Any) -> Any:
         """A fresh state for ``params`` with the group's current options.
@@ -143,7 +163,13 @@ class GroupOptions:
         treedef = jax.tree.structure(params)
         old = dict(collect_fields(state, treedef))
         fresh = self.init_state(group, structure, params)
-        kept = [old.get(name, value) for name, value in collect_fields(fresh, treedef)]
+        kept, seen = [], set()
+        for name, value in collect_fields(fresh, treedef):
+            value = old.get(name, value)
+            if id(value) in seen:  # two blocks' ``step`` from one old field: a step donates both
+                value = jax.tree.map(jnp.copy, value)
+            seen.add(id(value))
+            kept.append(value)
         return replace_fields(fresh, treedef, kept)
 
 

@@ -52,6 +52,7 @@ class GroupRecord:
       buffers: its params in those buffers (see :mod:`~optim_jax.stateful.storage`).
       state_views: ``(state, its per-leaf views)`` once made, until the next step.
       offsets: each leaf's offset in its buffer, as runtime scalars (see ``Packing.unpack``).
+      local: whether its params lie on one device (``None`` until known).
     """
 
     state: Any
@@ -64,6 +65,7 @@ class GroupRecord:
     buffers: dict | None = None
     state_views: tuple | None = None
     offsets: list | None = None
+    local: bool | None = None
 
     def shown(self, names: list[str], tree: PyTree) -> PyTree:
         """The internal ``tree`` in the layout the user gave the group."""

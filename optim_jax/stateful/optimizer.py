@@ -37,6 +37,7 @@ objective), :mod:`~optim_jax.stateful.nnx_bridge`, :mod:`~optim_jax.stateful.com
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from typing import Any, Callable, Mapping
@@ -44,7 +45,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from optim_jax.base import PyTree, apply_updates
+from optim_jax.base import PyTree
 from optim_jax.state_fields import collect_fields, replace_fields
 from optim_jax.stateful import (
     groups as group_params,
@@ -282,12 +283,13 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
         line-searched step."""
 
         evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
-        options, packings = self._options, self._packings()
+        options, packings, local = self._options, self._packings(), self._locals()
 
         def fused(held, states, vector, arrays, offsets):
             trees = storage.views(packings, held, offsets)
             value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
-            held, states = update_groups(options, structures, packings, vector, held, grads, states)
+            held, states = update_groups(options, structures, packings, local, held, states,
+                                         vector, grads)
             return value, changed, held, states
 
         return fused
@@ -350,18 +352,15 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
                     "opt.grad first, or pass a closure: opt.step(closure)"
                 )
 
-            options, packings = self._options, self._packings()
-
-            def apply(held, states, vector, grads):
-                return update_groups(options, structures, packings, vector, held, grads, states)
-
-            compiled = self._compile(("apply", structures, packings), apply, (0, 1))
+            packings, local = self._packings(), self._locals()
+            apply = functools.partial(update_groups, self._options, structures, packings, local)
+            compiled = self._compile(("apply", structures, packings, local), apply, (0, 1))
             held, states = compiled(self._held(), self._states(), vector, self._grad)
             self._commit(held, states, [], {})
             return None
         objective = self._objective(closure, args, kwargs)
-        compiled = self._compile(("closure", structures, self._packings(), objective.key),
-                                 self._closure_program(objective, structures), (0, 1),
+        key = ("closure", structures, self._packings(), self._locals(), objective.key)
+        compiled = self._compile(key, self._closure_program(objective, structures), (0, 1),
                                  _family(closure))
         loss, changed, held, states = compiled(self._held(), self._states(), vector,
                                                objective.arrays, self._offsets())
@@ -374,11 +373,12 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
 
 
 def update_groups(
-    options: GroupOptions, structures: tuple, packings: tuple, vector: Any, held: list,
-    grads: list, states: list
+    options: GroupOptions, structures: tuple, packings: tuple, local: tuple, held: list,
+    states: list, vector: Any, grads: list
 ) -> tuple[list, list]:
     """Traced: every group's update from its gradient leaves, over its held params (buffers
-    where ``packings`` has a packing, else the tree).
+    where ``packings`` has a packing, else the tree). A group whose arrays are on one device
+    (``local``) may take its step through a CPU kernel (:func:`optim_jax.fused.fused_update`).
 
     A group whose gradient is ``None`` is left as it is, and so is a parameter whose gradient
     leaf is ``None`` (its value and its per-parameter state; the group's step count still
@@ -386,9 +386,9 @@ def update_groups(
     so the state keeps the parameter's. Shapes and dtypes are checked once per compilation.
     """
     offset, new_held, new_states = 0, [], []
-    groups = zip(structures, packings, held, grads, states)
-    for index, (structure, packing, value, leaves, state) in enumerate(groups):
-        tx, offset = options.transform_for(structure, vector, offset)
+    groups = zip(structures, packings, local, held, grads, states)
+    for index, (structure, packing, one_device, value, leaves, state) in enumerate(groups):
+        group_options, offset = options.options_for(structure, vector, offset)
         if leaves is None:
             new_held.append(value)
             new_states.append(state)
@@ -400,9 +400,8 @@ def update_groups(
             jnp.zeros_like(p) if g is None else group_params.gradient_for(p, g, index, path)
             for (path, p), g in zip(flat, leaves)
         ])
-        updates, new_state = tx.update(full if packing is None else packing.pack(full), state,
-                                       value)
-        new = apply_updates(value, updates)
+        new, new_state = options.step(group_options, one_device, value,
+                                      full if packing is None else packing.pack(full), state)
         if not all(present):
             new, new_state = _keep_skipped(value, state, new, new_state, packing, present)
         new_held.append(new)

@@ -42,7 +42,7 @@ def packing_for(tree: PyTree, state: Any, allowed: bool) -> Packing | None:
     # could not be told from its scalars (``step``) by structure anyway.
     if not allowed or len(leaves) < MIN_LEAVES or jax.tree_util.treedef_is_leaf(structure):
         return None
-    if len({device for leaf in leaves for device in leaf.sharding.device_set}) != 1:
+    if not on_one_device(leaves):
         return None
     packing = Packing.of(tree)
     for _, field in collect_fields(state, structure):
@@ -53,6 +53,25 @@ def packing_for(tree: PyTree, state: Any, allowed: bool) -> Packing | None:
             if tuple(leaf.shape) != slot.shape or kinds.setdefault(slot.bucket, leaf.dtype) != leaf.dtype:
                 return None
     return packing
+
+
+def on_one_device(tree: PyTree) -> bool:
+    """Whether the tree's arrays all lie on one device (host arrays go where jit puts them)."""
+    devices = set()
+    for leaf in jax.tree.leaves(tree):
+        devices.update(getattr(getattr(leaf, "sharding", None), "device_set", ()))
+    return len(devices) <= 1
+
+
+def local(group: dict, record: Any) -> bool:
+    """Whether the group's params lie on one device: known for buffers, found once for a
+    tree and again when the tree has been replaced (an nnx group's, once)."""
+    if record.packing is not None:
+        return True
+    replaced = not (isinstance(group, ParamGroup) and group.is_current())
+    if record.local is None or (replaced and record.variables is None):
+        record.local = on_one_device(group["params"])
+    return record.local
 
 
 def held(group: dict, record: Any, index: int) -> Any:
@@ -169,6 +188,10 @@ class GroupStorage:
 
     def _packings(self) -> tuple:
         return tuple(r.packing for r in self._records)
+
+    def _locals(self) -> tuple:
+        """Per group, whether its params lie on one device (see :func:`local`)."""
+        return tuple(local(g, r) for g, r in zip(self.param_groups, self._records))
 
     def _offsets(self) -> list:
         return [r.offsets for r in self._records]

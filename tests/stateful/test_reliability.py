@@ -272,6 +272,15 @@ def torch_twin(torch, name, options, params):
     return getattr(torch.optim, name)(tensors, **options, foreach=False), tensors
 
 
+def step_with_zero_buffers(torch, reference, tensors):
+    """torch's RMSprop makes its momentum buffers only in a group that has momentum from its
+    first step, and fails (KeyError) when momentum is switched on later; optim_jax starts the
+    buffers at zero then, as torch starts them: torch's step with zero buffers put in."""
+    for t in tensors:
+        reference.state[t]["momentum_buffer"] = torch.zeros_like(t)
+    reference.step()
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(algorithm=st.sampled_from(ALGORITHMS), option=st.sampled_from(OPTIONS), value=values,
        delete=st.booleans())
@@ -294,6 +303,8 @@ def test_random_group_edits_fail_cleanly_or_step_like_torch(torch_module, x64, a
         torch_error = None
     except Exception as error:  # noqa: BLE001 - any torch failure: ours must fail too
         torch_error = error
+    if isinstance(torch_error, KeyError) and torch_error.args == ("momentum_buffer",):
+        torch_error = step_with_zero_buffers(torch_module, reference, tensors)
     try:
         opt.step(sq)
     except (TypeError, ValueError, KeyError) as error:
@@ -341,3 +352,26 @@ def test_corrupt_state_dicts_fail_cleanly_and_change_nothing(kinds, seed):
     assert_same(snapshot(opt), before)
     assert_steps_alike(opt, untouched)
     opt.load_state_dict(saved)  # the real one still loads
+
+
+def test_a_group_gaining_momentum_keeps_one_step_count_per_block(torch_module):
+    """RMSprop's running mean and its momentum each count ``step``; a group whose momentum goes
+    from 0 to 0.5 takes both counts from its one old ``step``, as separate arrays (a step
+    donates each), and its momentum buffers start at zero."""
+    values = {"b": np.ones(3) / 3, "w": np.arange(6.0).reshape(2, 3) / 7}
+    with jax.enable_x64(True):
+        opt = optim.RMSprop({k: jnp.asarray(v) for k, v in values.items()}, lr=0.01)
+        tensors = [torch_module.tensor(v, requires_grad=True) for v in values.values()]
+        reference = torch_module.optim.RMSprop(tensors, lr=0.01)
+        for step in range(4):
+            if step == 1:
+                opt.param_groups[0]["momentum"] = reference.param_groups[0]["momentum"] = 0.5
+            opt.step(lambda p: sum(jnp.sum(x ** 2) for x in p.values()))
+            for t in tensors:
+                t.grad = 2 * t.detach()
+            if step == 1:
+                step_with_zero_buffers(torch_module, reference, tensors)
+            else:
+                reference.step()
+        for ours, theirs in zip(jax.tree.leaves(opt.params), tensors):
+            np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-12)

@@ -1,0 +1,241 @@
+"""One-pass steps on the CPU: Adam, AdamW and SGD with momentum through optim_jax's own kernels.
+
+XLA's CPU backend writes each output of an elementwise update in a separate loop, so an Adam
+step moves the moments through memory more than once (measured: ~40 bytes per float32
+parameter where one pass moves 28; ``benchmarks/bench_step.py``). :func:`fused_update` takes a
+step the way the stateful optimizers apply it (the transform's update, then ``params +
+updates``) and, where a kernel of :mod:`optim_jax.cpu_kernels` covers it, runs it in one pass
+per array instead, bit-identical to XLA's program. It needs:
+
+- the kernels built and enabled (:func:`optim_jax.cpu_kernels.available`), a CPU lowering
+  (other platforms keep XLA's path: GPU and TPU fuse the outputs themselves), float32 params,
+  gradients and state, per-step scalars in float32 (``jax_enable_x64`` off), arrays on one
+  device;
+- ``adam`` / ``adamw`` without AMSGrad, or ``sgd`` with momentum, learning rates that are
+  numbers (not schedules); every other option is covered (``maximize``, L2 or decoupled weight
+  decay, dampening, Nesterov).
+
+Everything else, and any configuration whose kernel did not reproduce XLA's results bit for bit
+at its first use in the process (a jaxlib that contracts differently, a CPU without FMA), takes
+XLA's path.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optim_jax import blocks, cpu_kernels, numerics
+from optim_jax.adam import adam, inverse_bias_correction_sqrt
+from optim_jax.adamw import adamw
+from optim_jax.base import apply_updates
+from optim_jax.sgd import sgd
+from optim_jax.state_fields import collect_fields, replace_fields
+
+
+class Kernel(NamedTuple):
+    """One kernel's use for one pure factory.
+
+    Attributes:
+      factory: the pure factory whose step the kernel takes.
+      target: the FFI target name.
+      fields: the per-parameter state fields it reads and writes, in its argument order.
+      terms: ``(options, step, like) -> float32 terms`` (traced): the per-step scalars the
+        kernel takes, ``like`` a leaf of the params' dtype.
+      accepts: ``options -> bool``, whether the kernel covers options of this kind.
+    """
+
+    factory: Callable
+    target: str
+    fields: tuple[str, ...]
+    terms: Callable[[dict, jax.Array, jax.Array], jax.Array]
+    accepts: Callable[[dict], bool]
+
+
+def _sign_and_l2(options: dict, like: jax.Array, decoupled: bool) -> tuple[Any, Any, int]:
+    weight_decay = options.get("weight_decay", 0.0)
+    l2 = not numerics.is_static_zero(weight_decay) and not decoupled
+    sign = -1.0 if options.get("maximize", False) else 1.0
+    return sign, numerics.like(weight_decay, like) if l2 else 0.0, int(l2)
+
+
+def _adam_terms(always_decoupled: bool) -> Callable:
+    def terms(options, step, like):
+        lr, (beta1, beta2), eps = options["lr"], options["betas"], options["eps"]
+        weight_decay = options.get("weight_decay", 0.0)
+        decoupled = always_decoupled or options.get("decoupled_weight_decay", False)
+        sign, l2, flags = _sign_and_l2(options, like, decoupled)
+        count = numerics.increment(step)
+        scale = numerics.step_scale(lr, step, numerics.bias_correction(beta1, count))
+        from_m, coef = numerics.lerp_terms(numerics.like(1 - beta1, like))
+        decay = decoupled and not numerics.is_static_zero(weight_decay)
+        decay_m1 = (jnp.asarray(numerics.decay_factor(lr, weight_decay)).astype(like.dtype) - 1
+                    if decay else 0.0)
+        return _stack(
+            sign, l2, from_m, coef, numerics.like(beta2, like), numerics.like(1 - beta2, like),
+            inverse_bias_correction_sqrt(beta2, count),
+            numerics.like(eps, like), numerics.like(scale, like), decay_m1,
+            flags + 2 * int(decay),
+        )
+
+    return terms
+
+
+def _sgd_terms(options, step, like):
+    sign, l2, flags = _sign_and_l2(options, like, decoupled=False)
+    momentum = options["momentum"]
+    decay, keep = blocks.momentum_terms(step, momentum, options.get("dampening", 0.0))
+    return _stack(sign, l2, numerics.like(decay, like), numerics.like(keep, like),
+                  numerics.like(momentum, like), numerics.like(-options["lr"], like),
+                  flags + 2 * int(options.get("nesterov", False)))
+
+
+def _stack(*terms: Any) -> jax.Array:
+    return jnp.stack([jnp.asarray(t).astype(jnp.float32) for t in terms])
+
+
+def _adam_accepts(options: dict) -> bool:
+    return not options.get("amsgrad") and not callable(options.get("lr"))
+
+
+def _sgd_accepts(options: dict) -> bool:
+    momentum = options.get("momentum", 0.0)
+    return not numerics.is_static_zero(momentum) and not callable(options.get("lr"))
+
+
+KERNELS = (
+    Kernel(adam, cpu_kernels.ADAM, ("exp_avg", "exp_avg_sq"), _adam_terms(False), _adam_accepts),
+    Kernel(adamw, cpu_kernels.ADAM, ("exp_avg", "exp_avg_sq"), _adam_terms(True), _adam_accepts),
+    Kernel(sgd, cpu_kernels.SGD, ("momentum_buffer",), _sgd_terms, _sgd_accepts),
+)
+
+
+def kernel_for(factory: Callable, options: dict) -> Kernel | None:
+    """The kernel covering ``factory(**options)``'s step, or ``None``."""
+    for kernel in KERNELS:
+        if kernel.factory is factory and kernel.accepts(options):
+            return kernel
+    return None
+
+
+def fused_update(
+    factory: Callable, options: dict, params: Any, grads: Any, state: Any,
+    xla_update: Callable[[], tuple[Any, Any]],
+) -> tuple[Any, Any]:
+    """Traced: ``(new params, new state)`` of one step of ``factory(**options)``.
+
+    Args:
+      factory: the pure factory (``adam``, ``adamw``, ``sgd``, ...).
+      options: its arguments as the step has them (numbers traced, statics as given).
+      params: the params (a tree, or a group's buffers), on one device.
+      grads: their gradients, in the params' dtypes.
+      state: the transform's state over ``params``.
+      xla_update: ``() -> (new params, new state)`` by XLA's path: the transform's update and
+        ``apply_updates``.
+
+    Returns:
+      The kernel's results on a CPU where one covers the step, else ``xla_update()``'s.
+    """
+    kernel = kernel_for(factory, options)
+    leaves, treedef = jax.tree.flatten(params)
+    if kernel is None or not _covered(kernel, options, leaves, grads, state, treedef):
+        return xla_update()
+    return jax.lax.platform_dependent(
+        cpu=lambda: _kernel_update(kernel, options, params, grads, state),
+        default=xla_update,
+    )
+
+
+def _covered(kernel: Kernel, options: dict, leaves: list, grads: Any, state: Any,
+             treedef: Any) -> bool:
+    if not cpu_kernels.available() or numerics.scalar_dtype() != jnp.float32:
+        return False
+    if not leaves or any(leaf.dtype != jnp.float32 for leaf in leaves + jax.tree.leaves(grads)):
+        return False
+    names = [name for name, _ in collect_fields(state, treedef)]
+    if sorted(names) != sorted(("step",) + kernel.fields):
+        return False
+    fields = dict(collect_fields(state, treedef))
+    if any(x.dtype != jnp.float32 for f in kernel.fields for x in jax.tree.leaves(fields[f])):
+        return False
+    return _verified(kernel, _static_key(options))
+
+
+def _kernel_update(kernel: Kernel, options: dict, params: Any, grads: Any,
+                   state: Any) -> tuple[Any, Any]:
+    treedef = jax.tree.structure(params)
+    fields = collect_fields(state, treedef)
+    values = dict(fields)
+    leaves = treedef.flatten_up_to(params)
+    terms = kernel.terms(options, values["step"], leaves[0])
+    buffers = [treedef.flatten_up_to(values[name]) for name in kernel.fields]
+    new_params, new_buffers = [], [[] for _ in kernel.fields]
+    for i, (param, grad) in enumerate(zip(leaves, treedef.flatten_up_to(grads))):
+        outputs = cpu_kernels.call(
+            kernel.target, [param, grad, *(b[i] for b in buffers)], terms,
+            1 + len(kernel.fields))
+        new_params.append(outputs[0])
+        for column, output in zip(new_buffers, outputs[1:]):
+            column.append(output)
+    new_values = {"step": numerics.increment(values["step"]),
+                  **{name: treedef.unflatten(column)
+                     for name, column in zip(kernel.fields, new_buffers)}}
+    new_state = replace_fields(state, treedef, [new_values[name] for name, _ in fields])
+    return treedef.unflatten(new_params), new_state
+
+
+def _static_key(options: dict) -> tuple:
+    """What of the options the kernel's code path depends on (statics, and which are zero)."""
+    return tuple(sorted(
+        (name, value if isinstance(value, (bool, str, type(None)))
+         else ("zero" if numerics.is_static_zero(value) else "number"))
+        for name, value in options.items()
+    ))
+
+
+@functools.lru_cache(maxsize=None)
+def _verified(kernel: Kernel, static_key: tuple) -> bool:
+    """Whether the kernel reproduces XLA's path bit for bit for options of this kind, over
+    three steps on random data on the CPU (once per process and kind of options; run while a
+    step is traced, so evaluated eagerly)."""
+    try:
+        with jax.ensure_compile_time_eval(), jax.default_device(jax.devices("cpu")[0]):
+            return _compare(kernel, static_key)
+    except Exception:  # noqa: BLE001 - a kernel that cannot even run here is not used
+        return False
+
+
+def _compare(kernel: Kernel, static_key: tuple) -> bool:
+    statics = {name: value for name, value in static_key if value not in ("zero", "number")}
+    zeros = {name: 0.0 for name, value in static_key if value == "zero"}
+    traced = [name for name, value in static_key if value == "number"]
+    sample = {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1,
+              "momentum": 0.9, "dampening": 0.0 if statics.get("nesterov") else 0.1}
+    values = [jax.tree.map(jnp.float32, sample[name]) for name in traced]
+    size = 4099  # odd, so that vector loops and their remainders both run
+    params = {"a": jnp.asarray(np.random.default_rng(0).standard_normal(size), jnp.float32)}
+    grads = [{"a": jnp.asarray(np.random.default_rng(k).standard_normal(size), jnp.float32)}
+             for k in range(1, 4)]
+
+    def step(path, params, grads, state, values):
+        options = {**statics, **zeros, **dict(zip(traced, values))}
+        if path == "kernel":
+            return _kernel_update(kernel, options, params, grads, state)
+        updates, new_state = kernel.factory(**options).update(grads, state, params)
+        return apply_updates(params, updates), new_state
+
+    histories = []
+    for path in ("kernel", "xla"):
+        run = jax.jit(functools.partial(step, path))
+        p = params
+        state = kernel.factory(**statics, **zeros, **{n: sample[n] for n in traced}).init(p)
+        history = []
+        for g in grads:
+            p, state = run(p, g, state, values)
+            history.extend(jax.tree.leaves((p, state)))
+        histories.append(history)
+    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(*histories))

@@ -1,0 +1,157 @@
+"""optim_jax's CPU kernels (one pass per array for Adam, AdamW and SGD with momentum): built by
+the install, used where they cover a step, bit-identical to XLA's path, and left aside
+everywhere else."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optim_jax as optim
+from optim_jax import cpu_kernels, fused
+from optim_jax.stateful import storage
+
+COVERED = [
+    (optim.Adam, {}),
+    (optim.Adam, {"maximize": True, "weight_decay": 0.1}),
+    (optim.Adam, {"decoupled_weight_decay": True, "weight_decay": 0.1}),
+    (optim.AdamW, {"betas": (0.8, 0.99), "eps": 1e-6}),
+    (optim.AdamW, {"weight_decay": 0.0}),
+    (optim.SGD, {"momentum": 0.9}),
+    (optim.SGD, {"momentum": 0.9, "dampening": 0.2, "maximize": True}),
+    (optim.SGD, {"momentum": 0.5, "nesterov": True, "weight_decay": 1e-3}),
+]
+NOT_COVERED = [
+    (optim.Adam, {"amsgrad": True}),
+    (optim.Adam, {"lr": lambda count: 1e-2 / (1.0 + count)}),
+    (optim.SGD, {}),  # no momentum: XLA's one loop is a single pass already
+    (optim.RMSprop, {}),
+]
+
+
+def tree(seed: int, dtype=jnp.float32) -> dict:
+    """Twelve small leaves (kept in one buffer) and a large one (a buffer of its own)."""
+    rng = np.random.default_rng(seed)
+    leaves = {f"w{i}": jnp.asarray(rng.standard_normal((3 + i, 5)), dtype) for i in range(12)}
+    leaves["big"] = jnp.asarray(rng.standard_normal(70_001), dtype)
+    return leaves
+
+
+def loss(params):
+    return sum(jnp.sum(jnp.sin(p) * p) for p in jax.tree.leaves(params))
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The kernels traced into programs, by FFI target."""
+    calls = []
+    original = cpu_kernels.call
+
+    def counting(target, *args, **kwargs):
+        calls.append(target)
+        return original(target, *args, **kwargs)
+
+    monkeypatch.setattr(cpu_kernels, "call", counting)
+    return calls
+
+
+def run(cls, options, steps=3, dtype=jnp.float32):
+    """Steps from given gradients, then from a closure; everything the optimizer holds."""
+    options = {"lr": 1e-2, **options}
+    opt = cls(tree(0, dtype), **options)
+    for k in range(steps):
+        opt.grad = jax.tree.map(lambda g, k=k: g * (k + 1), tree(1 + k, dtype))
+        opt.step()
+    for _ in range(2):
+        opt.step(loss)
+    return jax.tree.leaves((opt.params, opt.state_dict()["state"]))
+
+
+def xla_path(monkeypatch, cls, options, **kwargs):
+    with monkeypatch.context() as patch:
+        patch.setattr(cpu_kernels, "available", lambda: False)
+        return run(cls, options, **kwargs)
+
+
+def test_the_install_builds_the_kernels():
+    assert cpu_kernels.library_path() is not None, "pip install -e . did not build the kernels"
+    assert cpu_kernels.available()
+
+
+@pytest.mark.parametrize("cls, options", COVERED, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_kernel_steps_are_bit_identical_to_xla(monkeypatch, kernel_calls, cls, options):
+    expected = xla_path(monkeypatch, cls, options)
+    assert not kernel_calls
+    got = run(cls, options)
+    # two programs (step() and step(closure)), each over two buffers: one call per buffer,
+    # and one more where this kind of options is checked against XLA for the first time
+    assert len(kernel_calls) in (4, 5)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("cls, options", NOT_COVERED,
+                         ids=lambda x: getattr(x, "__name__", str(x)))
+def test_steps_the_kernels_do_not_cover_take_xlas_path(kernel_calls, cls, options):
+    run(cls, options, steps=1)
+    assert not kernel_calls
+
+
+def test_other_dtypes_take_xlas_path(kernel_calls):
+    run(optim.Adam, {}, steps=1, dtype=jnp.bfloat16)
+    assert not kernel_calls
+
+
+def test_a_kernel_that_does_not_match_xla_is_not_used(monkeypatch, kernel_calls):
+    """The first use of each kind of options compares the kernel with XLA's path; a mismatch
+    (another jaxlib, another CPU) keeps XLA's path for the process."""
+    monkeypatch.setattr(fused, "_compare", lambda kernel, key: False)
+    fused._verified.cache_clear()
+    try:
+        expected = run(optim.SGD, {"momentum": 0.9, "dampening": 0.3}, steps=1)
+        assert len(kernel_calls) == 0
+    finally:
+        fused._verified.cache_clear()
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in expected)
+
+
+def test_disabled_by_the_environment(monkeypatch):
+    monkeypatch.setenv("OPTIM_JAX_CPU_KERNELS", "0")
+    cpu_kernels.available.cache_clear()
+    try:
+        assert not cpu_kernels.available()
+    finally:
+        monkeypatch.delenv("OPTIM_JAX_CPU_KERNELS")
+        cpu_kernels.available.cache_clear()
+    assert cpu_kernels.available()
+
+
+def test_kernels_update_in_place_and_compile_once(kernel_calls):
+    """Donated buffers are written in place (no copies), and steps after the first reuse the
+    program."""
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event)
+        if event == "/jax/compilation_cache/compile_requests_use_cache"
+        or event.endswith("backend_compile_duration") else None)
+    opt = optim.Adam({"w": jnp.ones(50_000)}, lr=0.1)
+    opt.grad = {"w": jnp.ones(50_000)}
+    opt.step()
+    before = opt.param_groups[0]["params"]["w"].unsafe_buffer_pointer()
+    count = len(compiles)
+    for _ in range(3):
+        opt.grad = {"w": jnp.ones(50_000)}
+        opt.step()
+    assert len(compiles) == count
+    assert opt.param_groups[0]["params"]["w"].unsafe_buffer_pointer() == before
+    np.testing.assert_allclose(opt.params["w"], 1 - 0.4, rtol=1e-6)
+
+
+def test_groups_spread_over_devices_are_not_local():
+    devices = jax.devices()
+    one = jax.device_put(jnp.ones(3), devices[0])
+    assert storage.on_one_device({"a": one, "b": np.ones(2)})
+    if len(devices) > 1:
+        other = jax.device_put(jnp.ones(3), devices[1])
+        assert not storage.on_one_device({"a": one, "b": other})
