@@ -10,7 +10,8 @@ per array instead, bit-identical to XLA's program. It needs:
 - the kernels built and enabled (:func:`optim_jax.cpu_kernels.available`), a CPU lowering
   (other platforms keep XLA's path: GPU and TPU fuse the outputs themselves), float32 params,
   gradients and state, per-step scalars in float32 (``jax_enable_x64`` off), arrays on one
-  device;
+  device and each of at least :data:`MIN_SIZE` elements (a group's buffers, or a tree of large
+  arrays);
 - ``adam`` / ``adamw`` without AMSGrad, or ``sgd`` with momentum, learning rates that are
   numbers (not schedules); every other option is covered (``maximize``, L2 or decoupled weight
   decay, dampening, Nesterov).
@@ -35,6 +36,11 @@ from optim_jax.adamw import adamw
 from optim_jax.base import apply_updates
 from optim_jax.sgd import sgd
 from optim_jax.state_fields import collect_fields, replace_fields
+
+
+# Arrays below this many elements keep XLA's path: it fuses a tree's small arrays into a few
+# loops, where a kernel call per array would cost more than the pass it saves.
+MIN_SIZE = 1 << 14
 
 
 class Kernel(NamedTuple):
@@ -155,6 +161,8 @@ def _covered(kernel: Kernel, options: dict, leaves: list, grads: Any, state: Any
     if not cpu_kernels.available() or numerics.scalar_dtype() != jnp.float32:
         return False
     if not leaves or any(leaf.dtype != jnp.float32 for leaf in leaves + jax.tree.leaves(grads)):
+        return False
+    if any(leaf.size < MIN_SIZE for leaf in leaves):
         return False
     names = [name for name, _ in collect_fields(state, treedef)]
     if sorted(names) != sorted(("step",) + kernel.fields):

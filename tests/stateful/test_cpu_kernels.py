@@ -30,9 +30,10 @@ NOT_COVERED = [
 
 
 def tree(seed: int, dtype=jnp.float32) -> dict:
-    """Twelve small leaves (kept in one buffer) and a large one (a buffer of its own)."""
+    """Twelve small leaves (kept in one buffer of 21k elements) and a large one (a buffer of
+    its own)."""
     rng = np.random.default_rng(seed)
-    leaves = {f"w{i}": jnp.asarray(rng.standard_normal((3 + i, 5)), dtype) for i in range(12)}
+    leaves = {f"w{i}": jnp.asarray(rng.standard_normal((40 + i, 40)), dtype) for i in range(12)}
     leaves["big"] = jnp.asarray(rng.standard_normal(70_001), dtype)
     return leaves
 
@@ -101,6 +102,18 @@ def test_steps_the_kernels_do_not_cover_take_xlas_path(kernel_calls, cls, option
 def test_other_dtypes_take_xlas_path(kernel_calls):
     run(optim.Adam, {}, steps=1, dtype=jnp.bfloat16)
     assert not kernel_calls
+
+
+def test_small_arrays_take_xlas_path(kernel_calls):
+    """A tree with an array below MIN_SIZE (here an MLP's biases) keeps XLA's path, which fuses
+    small arrays into a few loops."""
+    params = {"w": jnp.ones((200, 100)), "b": jnp.zeros(100)}
+    opt = optim.Adam(params, lr=0.1)
+    opt.step(lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 2))
+    assert not kernel_calls
+    opt = optim.Adam({"w": params["w"]}, lr=0.1)
+    opt.step(lambda p: jnp.sum(p["w"] ** 2))
+    assert kernel_calls
 
 
 def test_a_kernel_that_does_not_match_xla_is_not_used(monkeypatch, kernel_calls):
