@@ -164,10 +164,10 @@ def _covered(kernel: Kernel, options: dict, leaves: list, grads: Any, state: Any
         return False
     if any(leaf.size < MIN_SIZE for leaf in leaves):
         return False
-    names = [name for name, _ in collect_fields(state, treedef)]
-    if sorted(names) != sorted(("step",) + kernel.fields):
+    fields = collect_fields(state, treedef)
+    if sorted(name for name, _ in fields) != sorted(("step",) + kernel.fields):
         return False
-    fields = dict(collect_fields(state, treedef))
+    fields = dict(fields)
     if any(x.dtype != jnp.float32 for f in kernel.fields for x in jax.tree.leaves(fields[f])):
         return False
     return _verified(kernel, _static_key(options))

@@ -65,4 +65,3 @@ def call(target: str, inputs: list[jax.Array], terms: jax.Array, outputs: int) -
     aliases = {0: 0, **{2 + k: 1 + k for k in range(outputs - 1)}}
     return tuple(jax.ffi.ffi_call(target, (shape,) * outputs, input_output_aliases=aliases)(
         *inputs, terms))
-

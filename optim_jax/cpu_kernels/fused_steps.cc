@@ -8,8 +8,9 @@
 // Each kernel is bit-identical to the XLA program of the same step: the per-step scalars are
 // computed by XLA and passed in `terms`, and the element arithmetic repeats XLA's operations
 // in XLA's order, with a fused multiply-add exactly where XLA CPU contracts one (it contracts
-// a multiply feeding an add). Build with -ffp-contract=off so that the compiler adds no contraction of its own;
-// optim_jax checks the equality at first use and keeps XLA's path where it does not hold.
+// a multiply feeding an add). Built with -ffp-contract=off, so that the compiler adds no
+// contraction of its own; optim_jax checks the equality at first use and keeps XLA's path
+// where it does not hold.
 
 #include <algorithm>
 #include <atomic>
@@ -65,8 +66,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n,
 }
 
 // terms: sign, l2, from_m, coef, beta2, one_minus_beta2, inverse_correction2_sqrt, eps, scale,
-//        decay_m1,
-//        flags (1: L2 weight decay, 2: decoupled weight decay)
+//        decay_m1, flags (1: L2 weight decay, 2: decoupled weight decay)
 void AdamRange(int64_t lo, int64_t hi, const float* t, const float* __restrict__ P,
                const float* __restrict__ G, const float* __restrict__ M,
                const float* __restrict__ V, float* __restrict__ PO, float* __restrict__ MO,
