@@ -5,13 +5,12 @@ step moves the moments through memory more than once (measured: ~40 bytes per fl
 parameter where one pass moves 28; ``benchmarks/bench_step.py``). :func:`fused_update` takes a
 step the way the stateful optimizers apply it (the transform's update, then ``params +
 updates``) and, where a kernel of :mod:`optim_jax.cpu_kernels` covers it, runs it in one pass
-per array instead, bit-identical to XLA's program. It needs:
+over all the arrays, in one kernel call, instead, bit-identical to XLA's program. It needs:
 
 - the kernels built and enabled (:func:`optim_jax.cpu_kernels.available`), a CPU lowering
   (other platforms keep XLA's path: GPU and TPU fuse the outputs themselves), float32 params,
   gradients and state, per-step scalars in float32 (``jax_enable_x64`` off), arrays on one
-  device and each of at least :data:`MIN_SIZE` elements (a group's buffers, or a tree of large
-  arrays);
+  device and at least :data:`MIN_SIZE` elements in all (a group's buffers, or a tree);
 - ``adam`` / ``adamw`` without AMSGrad, or ``sgd`` with momentum, learning rates that are
   numbers (not schedules); every other option is covered (``maximize``, L2 or decoupled weight
   decay, dampening, Nesterov).
@@ -38,8 +37,8 @@ from optim_jax.sgd import sgd
 from optim_jax.state_fields import collect_fields, replace_fields
 
 
-# Arrays below this many elements keep XLA's path: it fuses a tree's small arrays into a few
-# loops, where a kernel call per array would cost more than the pass it saves.
+# Steps over fewer elements than this in all keep XLA's path: there a step costs about its
+# dispatch, whichever path it takes, and the kernel's check at first use would not repay.
 MIN_SIZE = 1 << 14
 
 
@@ -162,7 +161,7 @@ def _covered(kernel: Kernel, options: dict, leaves: list, grads: Any, state: Any
         return False
     if not leaves or any(leaf.dtype != jnp.float32 for leaf in leaves + jax.tree.leaves(grads)):
         return False
-    if any(leaf.size < MIN_SIZE for leaf in leaves):
+    if sum(leaf.size for leaf in leaves) < MIN_SIZE:
         return False
     fields = collect_fields(state, treedef)
     if sorted(name for name, _ in fields) != sorted(("step",) + kernel.fields):
@@ -180,15 +179,9 @@ def _kernel_update(kernel: Kernel, options: dict, params: Any, grads: Any,
     values = dict(fields)
     leaves = treedef.flatten_up_to(params)
     terms = kernel.terms(options, values["step"], leaves[0])
-    buffers = [treedef.flatten_up_to(values[name]) for name in kernel.fields]
-    new_params, new_buffers = [], [[] for _ in kernel.fields]
-    for i, (param, grad) in enumerate(zip(leaves, treedef.flatten_up_to(grads))):
-        outputs = cpu_kernels.call(
-            kernel.target, [param, grad, *(b[i] for b in buffers)], terms,
-            1 + len(kernel.fields))
-        new_params.append(outputs[0])
-        for column, output in zip(new_buffers, outputs[1:]):
-            column.append(output)
+    columns = [leaves, treedef.flatten_up_to(grads),
+               *(treedef.flatten_up_to(values[name]) for name in kernel.fields)]
+    new_params, *new_buffers = cpu_kernels.call(kernel.target, columns, terms)
     new_values = {"step": numerics.increment(values["step"]),
                   **{name: treedef.unflatten(column)
                      for name, column in zip(kernel.fields, new_buffers)}}

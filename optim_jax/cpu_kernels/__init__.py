@@ -57,11 +57,23 @@ def available() -> bool:
     return True
 
 
-def call(target: str, inputs: list[jax.Array], terms: jax.Array, outputs: int) -> tuple:
-    """Traced: the kernel ``target`` over ``inputs`` (1-D float32 buffers of one length, param
-    first) and the step's scalars ``terms``; it writes its ``outputs`` (the param, then the
-    state buffers) in place of the param and of the inputs after the gradient."""
-    shape = jax.ShapeDtypeStruct(inputs[0].shape, inputs[0].dtype)
-    aliases = {0: 0, **{2 + k: 1 + k for k in range(outputs - 1)}}
-    return tuple(jax.ffi.ffi_call(target, (shape,) * outputs, input_output_aliases=aliases)(
-        *inputs, terms))
+def call(target: str, columns: list[list[jax.Array]], terms: jax.Array) -> list[list[jax.Array]]:
+    """Traced: one call of the kernel ``target`` over a step's arrays, column by column.
+
+    Args:
+      target: :data:`ADAM` or :data:`SGD`.
+      columns: the params, the gradients, then each state field the kernel reads: lists of
+        float32 arrays of one length each, ``columns[c][b]`` of the shape of ``columns[0][b]``.
+      terms: the step's scalars, as the kernel reads them.
+
+    Returns:
+      The new params, then each new state field, column by column; each written in place of
+      its input (the caller donates them).
+    """
+    count = len(columns[0])
+    kept = [0, *range(2, len(columns))]  # the gradient column is read, not written
+    results = [jax.ShapeDtypeStruct(x.shape, x.dtype) for c in kept for x in columns[c]]
+    aliases = {1 + c * count + b: k * count + b for k, c in enumerate(kept) for b in range(count)}
+    flat = jax.ffi.ffi_call(target, results, input_output_aliases=aliases)(
+        terms, *(x for column in columns for x in column))
+    return [list(flat[k * count:(k + 1) * count]) for k in range(len(kept))]

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -26,43 +27,67 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// Below this many elements a kernel runs on the calling thread alone: XLA runs independent
-// kernel calls side by side already, and a handoff costs more than a small array saves.
+// Below this many elements in all a step runs on the calling thread alone: a handoff to the
+// pool costs more than a small step saves.
 constexpr int64_t kParallelMin = int64_t{1} << 17;
 
-// Runs body(lo, hi) over [0, n) in chunks, on the calling thread and on XLA's intra-op pool.
+// A piece of one buffer: elements [lo, hi) of the step's buffer number `buffer`.
+struct Piece {
+  size_t buffer;
+  int64_t lo, hi;
+};
+
+// The step's buffers cut into pieces of about `chunk` elements, each a whole number of 64-byte
+// lines (so that no two threads write the same cache line); a buffer of at most `chunk`
+// elements is one piece.
+std::vector<Piece> Cut(const std::vector<int64_t>& sizes, int64_t chunk) {
+  std::vector<Piece> pieces;
+  for (size_t b = 0; b < sizes.size(); ++b) {
+    int64_t parts = std::max<int64_t>(1, sizes[b] / chunk);
+    int64_t step = ((sizes[b] + parts - 1) / parts + 15) / 16 * 16;
+    for (int64_t lo = 0; lo < sizes[b]; lo += step) {
+      pieces.push_back({b, lo, std::min(sizes[b], lo + step)});
+    }
+  }
+  return pieces;
+}
+
+// Runs body(piece) over every element of buffers of the given sizes, on the calling thread
+// and on XLA's intra-op pool.
 //
-// The chunks are claimed from a shared counter, and the calling thread claims them too: it
+// The pieces are claimed from a shared counter, and the calling thread claims them too: it
 // never waits for a task that has not started (the pool's threads may all be busy, in this
-// call or in another kernel running beside it), only for chunks other threads are running.
-// A task that starts after every chunk is claimed finds nothing to do; the counters are
+// call or in another kernel running beside it), only for pieces other threads are running.
+// A task that starts after every piece is claimed finds nothing to do; the counters are
 // shared so that it may start after this call has returned.
-void ParallelFor(ffi::ThreadPool& pool, int64_t n,
-                 const std::function<void(int64_t, int64_t)>& body) {
-  int64_t chunks = (n + kParallelMin - 1) / kParallelMin;
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks - 1);
+void ParallelFor(ffi::ThreadPool& pool, const std::vector<int64_t>& sizes,
+                 const std::function<void(const Piece&)>& body) {
+  int64_t total = 0;
+  for (int64_t size : sizes) total += size;
+  int64_t helpers = std::min<int64_t>(pool.num_threads(), total / kParallelMin);
   if (helpers <= 0) {
-    body(0, n);
+    for (size_t b = 0; b < sizes.size(); ++b) body({b, 0, sizes[b]});
     return;
   }
-  // Chunks of whole 64-byte lines, so that no two threads write the same cache line.
-  chunks = std::min<int64_t>(chunks, 4 * (helpers + 1));
-  int64_t chunk = ((n + chunks - 1) / chunks + 15) / 16 * 16;
-  chunks = (n + chunk - 1) / chunk;
   struct Progress {
-    std::atomic<int64_t> next{0}, done{0};
+    std::vector<Piece> pieces;
+    std::atomic<size_t> next{0}, done{0};
   };
   auto progress = std::make_shared<Progress>();
-  const std::function<void(int64_t, int64_t)>* work = &body;
-  auto drain = [progress, work, chunks, chunk, n] {
-    for (int64_t c; (c = progress->next.fetch_add(1)) < chunks;) {
-      (*work)(c * chunk, std::min(n, (c + 1) * chunk));
+  progress->pieces = Cut(sizes, std::max<int64_t>(16, total / (4 * (helpers + 1))));
+  const std::function<void(const Piece&)>* work = &body;
+  auto drain = [progress, work] {
+    const size_t count = progress->pieces.size();
+    for (size_t c; (c = progress->next.fetch_add(1)) < count;) {
+      (*work)(progress->pieces[c]);
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([drain] { drain(); });
   drain();
-  while (progress->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+  while (progress->done.load(std::memory_order_acquire) < progress->pieces.size()) {
+    std::this_thread::yield();
+  }
 }
 
 // terms: sign, l2, from_m, coef, beta2, one_minus_beta2, inverse_correction2_sqrt, eps, scale,
@@ -111,39 +136,91 @@ void SgdRange(int64_t lo, int64_t hi, const float* t, const float* __restrict__ 
   }
 }
 
-using F32 = ffi::Buffer<ffi::F32>;
-using F32Out = ffi::ResultBuffer<ffi::F32>;
+// A step's buffers, column by column: `inputs[c][b]` is input column c's buffer b (the
+// params, the gradients, then each state field), `outputs[c][b]` output column c's (the params,
+// then each state field), `sizes[b]` buffer b's length in every column.
+struct Columns {
+  std::vector<std::vector<const float*>> inputs;
+  std::vector<std::vector<float*>> outputs;
+  std::vector<int64_t> sizes;
+};
 
-ffi::Error AdamStep(ffi::ThreadPool pool, F32 p, F32 g, F32 m, F32 v, F32 terms, F32Out p_out,
-                    F32Out m_out, F32Out v_out) {
+// Reads `args` (input columns of `count` buffers each, one after another) and `rets` (output
+// columns likewise) into Columns, checking that every buffer has the length of its row.
+ffi::ErrorOr<Columns> Read(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                           size_t input_columns, size_t output_columns) {
+  if (args.size() % input_columns != 0 || args.size() / input_columns * output_columns !=
+                                              rets.size()) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument("buffer counts do not form columns"));
+  }
+  const size_t count = args.size() / input_columns;
+  Columns columns{std::vector<std::vector<const float*>>(input_columns),
+                  std::vector<std::vector<float*>>(output_columns),
+                  std::vector<int64_t>(count)};
+  for (size_t c = 0; c < input_columns; ++c) {
+    for (size_t b = 0; b < count; ++b) {
+      auto buffer = args.get<ffi::Buffer<ffi::F32>>(c * count + b);
+      if (buffer.has_error()) return ffi::Unexpected(buffer.error());
+      const int64_t size = buffer->element_count();
+      if (c == 0) columns.sizes[b] = size;
+      if (size != columns.sizes[b]) {
+        return ffi::Unexpected(ffi::Error::InvalidArgument("buffer lengths differ in a row"));
+      }
+      columns.inputs[c].push_back(buffer->typed_data());
+    }
+  }
+  for (size_t c = 0; c < output_columns; ++c) {
+    for (size_t b = 0; b < count; ++b) {
+      auto buffer = rets.get<ffi::Buffer<ffi::F32>>(c * count + b);
+      if (buffer.has_error()) return ffi::Unexpected(buffer.error());
+      if ((*buffer)->element_count() != columns.sizes[b]) {
+        return ffi::Unexpected(ffi::Error::InvalidArgument("result lengths differ in a row"));
+      }
+      columns.outputs[c].push_back((*buffer)->typed_data());
+    }
+  }
+  return columns;
+}
+
+ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets) {
+  auto read = Read(args, rets, 4, 3);
+  if (read.has_error()) return read.error();
+  const Columns& c = *read;
   const float* t = terms.typed_data();
-  ParallelFor(pool, p.element_count(), [&](int64_t lo, int64_t hi) {
-    AdamRange(lo, hi, t, p.typed_data(), g.typed_data(), m.typed_data(), v.typed_data(),
-              p_out->typed_data(), m_out->typed_data(), v_out->typed_data());
+  ParallelFor(pool, c.sizes, [&](const Piece& s) {
+    const size_t b = s.buffer;
+    AdamRange(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.inputs[3][b],
+              c.outputs[0][b], c.outputs[1][b], c.outputs[2][b]);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error SgdStep(ffi::ThreadPool pool, F32 p, F32 g, F32 b, F32 terms, F32Out p_out,
-                   F32Out b_out) {
+ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::RemainingArgs args,
+                   ffi::RemainingRets rets) {
+  auto read = Read(args, rets, 3, 2);
+  if (read.has_error()) return read.error();
+  const Columns& c = *read;
   const float* t = terms.typed_data();
-  ParallelFor(pool, p.element_count(), [&](int64_t lo, int64_t hi) {
-    SgdRange(lo, hi, t, p.typed_data(), g.typed_data(), b.typed_data(), p_out->typed_data(),
-             b_out->typed_data());
+  ParallelFor(pool, c.sizes, [&](const Piece& s) {
+    const size_t b = s.buffer;
+    SgdRange(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.outputs[0][b],
+             c.outputs[1][b]);
   });
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-// Arguments: the param, the gradient, the state buffers, the terms; results: the param and the
-// state buffers, each aliased to its argument by the caller.
+// Arguments: the terms, then the step's buffers column by column (the params, the gradients,
+// each state field; n buffers each); results: the params, then each state field (n each), each
+// aliased to its argument by the caller. One call steps every array of a group.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimJaxAdamF32, AdamStep,
-    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-        .Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().RemainingArgs()
+        .RemainingRets());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimJaxSgdF32, SgdStep,
-    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-        .Ret<F32>().Ret<F32>());
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().RemainingArgs()
+        .RemainingRets());

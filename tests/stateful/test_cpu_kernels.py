@@ -1,6 +1,6 @@
-"""optim_jax's CPU kernels (one pass per array for Adam, AdamW and SGD with momentum): built by
-the install, used where they cover a step, bit-identical to XLA's path, and left aside
-everywhere else."""
+"""optim_jax's CPU kernels (one pass over a step's arrays, in one call, for Adam, AdamW and SGD
+with momentum): built by the install, used where they cover a step, bit-identical to XLA's
+path, and left aside everywhere else."""
 
 import jax
 import jax.numpy as jnp
@@ -44,13 +44,13 @@ def loss(params):
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """The kernels traced into programs, by FFI target."""
+    """The kernels traced into programs: ``(FFI target, number of arrays stepped)``."""
     calls = []
     original = cpu_kernels.call
 
-    def counting(target, *args, **kwargs):
-        calls.append(target)
-        return original(target, *args, **kwargs)
+    def counting(target, columns, terms):
+        calls.append((target, len(columns[0])))
+        return original(target, columns, terms)
 
     monkeypatch.setattr(cpu_kernels, "call", counting)
     return calls
@@ -84,9 +84,10 @@ def test_kernel_steps_are_bit_identical_to_xla(monkeypatch, kernel_calls, cls, o
     expected = xla_path(monkeypatch, cls, options)
     assert not kernel_calls
     got = run(cls, options)
-    # two programs (step() and step(closure)), each over two buffers: one call per buffer,
-    # and one more where this kind of options is checked against XLA for the first time
-    assert len(kernel_calls) in (4, 5)
+    # two programs (step() and step(closure)), each one call over both buffers, and one more
+    # where this kind of options is checked against XLA for the first time (one array)
+    assert kernel_calls[-2:] == [(kernel_calls[-1][0], 2)] * 2
+    assert len(kernel_calls) in (2, 3)
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -104,16 +105,33 @@ def test_other_dtypes_take_xlas_path(kernel_calls):
     assert not kernel_calls
 
 
-def test_small_arrays_take_xlas_path(kernel_calls):
-    """A tree with an array below MIN_SIZE (here an MLP's biases) keeps XLA's path, which fuses
-    small arrays into a few loops."""
-    params = {"w": jnp.ones((200, 100)), "b": jnp.zeros(100)}
-    opt = optim.Adam(params, lr=0.1)
+def test_small_steps_take_xlas_path_and_a_tree_is_stepped_in_one_call(monkeypatch, kernel_calls):
+    """A step over fewer than MIN_SIZE elements in all keeps XLA's path; a tree kept as it is
+    (too few leaves to pack) of arrays large and small, of any shapes, is stepped in one call,
+    bit-identical to XLA's path."""
+    small = {"w": jnp.ones((100, 100)), "b": jnp.zeros(100)}
+    opt = optim.Adam(small, lr=0.1)
     opt.step(lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 2))
     assert not kernel_calls
-    opt = optim.Adam({"w": params["w"]}, lr=0.1)
-    opt.step(lambda p: jnp.sum(p["w"] ** 2))
-    assert kernel_calls
+
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((130, 140)), jnp.float32),
+              "v": jnp.asarray(rng.standard_normal((3, 5, 7)), jnp.float32),
+              "b": jnp.asarray(rng.standard_normal(140), jnp.float32)}
+
+    def steps():
+        opt = optim.Adam(params, lr=0.1, weight_decay=0.01)
+        for _ in range(3):
+            opt.step(loss)
+        return jax.tree.leaves((opt.params, opt.state_dict()["state"]))
+
+    got = steps()
+    assert kernel_calls[-1] == (cpu_kernels.ADAM, 3)
+    with monkeypatch.context() as patch:
+        patch.setattr(cpu_kernels, "available", lambda: False)
+        expected = steps()
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_kernel_that_does_not_match_xla_is_not_used(monkeypatch, kernel_calls):
