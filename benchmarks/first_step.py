@@ -5,6 +5,8 @@ float32 leaves of ``size`` elements and the loss ``sum((p - t)**2)`` over them; 
 wall time from the first call until its result is ready, compile included:
 
 * ``jax.grad of the loss alone``: ``jax.jit(jax.grad(loss))`` (the floor any optimizer adds to);
+* ``jax.value_and_grad of the loss alone``: the same returning the loss too, as
+  ``step(closure)`` does (XLA then computes each leaf's term of the loss in kernels of its own);
 * ``optax, hand-jitted grad + update``: one ``jax.jit`` of the gradient and ``optax.adam`` over
   the tree, leaf by leaf;
 * ``optim_jax.Adam.step(closure)``: the class, its groups in contiguous buffers;
@@ -26,6 +28,7 @@ import time
 
 KINDS = {
     "grad": "jax.grad of the loss alone",
+    "value-and-grad": "jax.value_and_grad of the loss alone (what step(closure) returns)",
     "optax": "optax, hand-jitted grad + update",
     "class": "optim_jax.Adam.step(closure), contiguous buffers",
     "class-tree": "optim_jax.Adam.step(closure), group kept as a tree",
@@ -52,6 +55,8 @@ def first_step(kind: str, leaves: int, size: int) -> float:
     start = time.perf_counter()
     if kind == "grad":
         jax.block_until_ready(jax.jit(jax.grad(loss))(params, targets))
+    elif kind == "value-and-grad":
+        jax.block_until_ready(jax.jit(jax.value_and_grad(loss))(params, targets))
     elif kind == "optax":
         tx = optax.adam(1e-3)
 

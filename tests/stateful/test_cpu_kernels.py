@@ -182,3 +182,16 @@ def test_groups_spread_over_devices_are_not_local():
     if len(devices) > 1:
         other = jax.device_put(jnp.ones(3), devices[1])
         assert not storage.on_one_device({"a": one, "b": other})
+
+
+def test_a_call_takes_at_most_max_arrays(kernel_calls):
+    """XLA's compile time grows with the square of one call's aliased operands: a tree of many
+    arrays is stepped in calls of at most MAX_ARRAYS."""
+    tree_kept = type("TreeKeptAdam", (optim.Adam,), {"contiguous": False})
+    count = 2 * fused.MAX_ARRAYS + 6
+    opt = tree_kept([jnp.full(300, float(i)) for i in range(count)], lr=0.1)
+    opt.grad = [jnp.ones(300)] * count
+    opt.step()
+    sizes = [n for _, n in kernel_calls if n > 1]
+    assert sizes == [fused.MAX_ARRAYS, fused.MAX_ARRAYS, 6]
+    np.testing.assert_allclose(opt.params[-1], count - 1 - 0.1, rtol=1e-6)
