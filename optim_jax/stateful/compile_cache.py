@@ -58,6 +58,22 @@ def describe_change(old: Any, new: Any) -> str:
     return f"{' / '.join(where) or 'the program key'}: {_shown(a)} -> {_shown(b)}"
 
 
+class _Hashed:
+    """A key hashed once: a lookup hashes it twice (``get``, ``move_to_end``), and a key that
+    holds an nnx module's graph costs tens of microseconds to hash."""
+
+    __slots__ = ("key", "hash")
+
+    def __init__(self, key: Hashable):
+        self.key, self.hash = key, hash(key)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Hashed) and self.hash == other.hash and self.key == other.key
+
+
 class CompileCache:
     """Jitted programs by key, least recently used dropped past ``capacity``.
 
@@ -70,7 +86,7 @@ class CompileCache:
 
     def __init__(self, capacity: int = 32, warn_after: int = 8):
         self.capacity, self.warn_after = capacity, warn_after
-        self._programs: OrderedDict[Hashable, Callable] = OrderedDict()
+        self._programs: OrderedDict[_Hashed, Callable] = OrderedDict()
         self._families: dict[Hashable, tuple[int, Any]] = {}  # family -> (keys seen, last key)
         self._warned = False
 
@@ -81,12 +97,13 @@ class CompileCache:
         self, key: Hashable, fn: Callable, donate: tuple[int, ...], family: Hashable = None
     ) -> Callable:
         """The program for ``key``, jitting ``fn`` (donating ``donate``) on a miss."""
-        program = self._programs.get(key)
+        hashed = _Hashed(key)
+        program = self._programs.get(hashed)
         if program is not None:
-            self._programs.move_to_end(key)
+            self._programs.move_to_end(hashed)
             return program
         self._note_miss(key, family)
-        program = self._programs[key] = jax.jit(fn, donate_argnums=donate)
+        program = self._programs[hashed] = jax.jit(fn, donate_argnums=donate)
         if len(self._programs) > self.capacity:
             self._programs.popitem(last=False)
         return program
