@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import early
+
 try:
     import torch
 except ImportError:  # pragma: no cover - exercised only on machines without torch
@@ -62,3 +64,11 @@ def xla_compilations():
     cache; any function) since the test started."""
     start = len(_BACKEND_COMPILES)
     return lambda: len(_BACKEND_COMPILES) - start
+
+
+def pytest_collection_finish(session):
+    """Starts the subprocesses of the collected tests marked ``early.starts_early``."""
+    for item in session.items:
+        command = getattr(getattr(item, "function", None), "early_command", None)
+        if command is not None:
+            early.start(item.nodeid, command)

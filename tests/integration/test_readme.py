@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import pytest
 
+from helpers import early
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
@@ -69,16 +71,21 @@ def run_blocks(readme: Path, path: str) -> None:
         print(f"README.md:{block.line}: ran in {time.perf_counter() - start:.1f} s")
 
 
-def test_readme_runs_top_to_bottom(tmp_path):
-    # The checkout under test comes first on the path, whatever is installed; the CPU's 8
-    # devices whatever accelerator the machine has, for the 4x2 mesh of the README.
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+def readme_run(folder: str) -> tuple[list[str], dict]:
+    """The subprocess that runs the README's blocks in ``folder``."""
+    # The checkout under test comes first on the path, whatever is installed (and its tests'
+    # helpers, which this module imports); the CPU's 8 devices whatever accelerator the machine
+    # has, for the 4x2 mesh of the README.
+    path = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"),
+                                         os.environ.get("PYTHONPATH")]))
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
     env = {**os.environ, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
-    completed = subprocess.run(
-        [sys.executable, __file__, str(README), str(tmp_path / "checkpoint")], cwd=tmp_path,
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    return [sys.executable, __file__, str(README), str(Path(folder) / "checkpoint")], env
+
+
+@early.starts_early(readme_run)
+def test_readme_runs_top_to_bottom(request):
+    completed = early.finished(request.node.nodeid, readme_run)
     assert completed.returncode == 0, completed.stderr
     text = README.read_text()
     blocks = python_blocks(text)
