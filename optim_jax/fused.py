@@ -5,7 +5,8 @@ step moves the moments through memory more than once (measured: ~40 bytes per fl
 parameter where one pass moves 28; ``benchmarks/bench_step.py``). :func:`fused_update` takes a
 step the way the stateful optimizers apply it (the transform's update, then ``params +
 updates``) and, where a kernel of :mod:`optim_jax.cpu_kernels` covers it, runs it in one pass
-over all the arrays, in one kernel call, instead, bit-identical to XLA's program. It needs:
+over the arrays instead, in kernel calls of up to :data:`MAX_ARRAYS` arrays each,
+bit-identical to XLA's program. It needs:
 
 - the kernels built and enabled (:func:`optim_jax.cpu_kernels.available`), a CPU lowering
   (other platforms keep XLA's path: GPU and TPU fuse the outputs themselves), float32 params,

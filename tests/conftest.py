@@ -40,7 +40,8 @@ def x64():
 
 # Many tests build optimizers whose programs another test compiled already (each optimizer
 # instance compiles its own step): a compilation cache for this session, fresh and removed at
-# its end, loads those instead of compiling them again (about a third of the suite's time).
+# its end, loads those instead of compiling them again (tests/stateful and tests/pure: 7:16 -> 6:02
+# in one A/B).
 _CACHE = tempfile.mkdtemp(prefix="optim_jax_tests_jax_cache_")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)

@@ -214,7 +214,8 @@ ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Remai
 
 // Arguments: the terms, then the step's buffers column by column (the params, the gradients,
 // each state field; n buffers each); results: the params, then each state field (n each), each
-// aliased to its argument by the caller. One call steps every array of a group.
+// aliased to its argument by the caller. One call steps every array it is given (optim_jax
+// passes up to 32 per call).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimJaxAdamF32, AdamStep,
     ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().RemainingArgs()
