@@ -61,6 +61,8 @@ class Packing:
       sizes: each buffer's key and length, in buffer order.
     """
 
+    one_device = True  # its buffers sit where its leaves did, on one device
+
     def __init__(self, treedef: Any, slots: tuple[Slot, ...], sizes: tuple[tuple[str, int], ...]):
         self.treedef, self.slots, self.sizes = treedef, slots, sizes
         self.flat_treedef = jax.tree.structure({key: 0 for key, _ in sizes})
@@ -89,6 +91,13 @@ class Packing:
 
     def _key(self) -> tuple:
         return self.treedef, self.slots
+
+    def fits(self, tree: PyTree) -> bool:
+        """Whether ``tree`` has the structure, shapes and dtypes this packing lays out."""
+        leaves, treedef = jax.tree.flatten(tree)
+        return treedef == self.treedef and all(
+            (tuple(leaf.shape), jnp.dtype(leaf.dtype).name) == (slot.shape, slot.dtype)
+            for leaf, slot in zip(leaves, self.slots))
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Packing) and self._key() == other._key()

@@ -1,13 +1,15 @@
 """Where a group's params and state live between steps: its tree, or contiguous buffers.
 
 A group of an elementwise algorithm (``SGD``, ``Adam``, ...) of at least :data:`MIN_LEAVES`
-arrays, all on one device, keeps its params and state in contiguous buffers, one per dtype
-(:mod:`optim_jax.packing`): a step then passes a handful of arrays across the jit boundary however many leaves the tree
-has, and traces its update once over the buffers. The user sees only the tree: the group's
-``'params'`` are made from the buffers when read (:class:`ParamGroup`, one compiled call), and
-``opt.state`` and ``state_dict()`` unpack the state the same way. Sharded or spread params, nnx
-Modules, ZeRO's state layout and algorithms that look at a leaf as a whole (L-BFGS, Adafactor,
-Muon) keep the tree.
+arrays keeps its params and state in contiguous buffers: one per dtype where the arrays sit on
+one device (:mod:`optim_jax.packing`), one per dtype and sharding where they are sharded over a
+mesh (:mod:`optim_jax.sharded_packing`; each device keeps the bytes it kept before). A step
+then passes a handful of arrays across the jit boundary however many leaves the tree has, and
+traces its update once over the buffers. The user sees only the tree: the group's ``'params'``
+are made from the buffers when read (:class:`ParamGroup`, one compiled call), and
+``opt.state`` and ``state_dict()`` unpack the state the same way. Params spread otherwise
+(over several meshes, not by a ``NamedSharding``), nnx Modules, ZeRO's state layout and algorithms that look at a
+leaf as a whole (L-BFGS, Adafactor, Muon) keep the tree.
 
 What a step takes for a group (*held* params) is its buffers, or its tree; :func:`views` turns
 held params back into trees inside a compiled program.
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 
 from optim_jax.base import PyTree
 from optim_jax.packing import Packing, run
+from optim_jax.sharded_packing import ShardedPacking
 from optim_jax.state_fields import collect_fields
 from optim_jax.stateful import nnx_bridge
 from optim_jax.stateful.groups import committed
@@ -42,9 +45,9 @@ def packing_for(tree: PyTree, state: Any, allowed: bool) -> Packing | None:
     # could not be told from its scalars (``step``) by structure anyway.
     if not allowed or len(leaves) < MIN_LEAVES or jax.tree_util.treedef_is_leaf(structure):
         return None
-    if not on_one_device(leaves):
+    packing = Packing.of(tree) if on_one_device(leaves) else ShardedPacking.of(tree)
+    if packing is None:
         return None
-    packing = Packing.of(tree)
     for _, field in collect_fields(state, structure):
         if jax.tree.structure(field) != structure:
             continue
@@ -64,10 +67,10 @@ def on_one_device(tree: PyTree) -> bool:
 
 
 def local(group: dict, record: Any) -> bool:
-    """Whether the group's params lie on one device: known for buffers, found once for a
+    """Whether the group's params lie on one device: known for a packing, found once for a
     tree and again when the tree has been replaced (an nnx group's, once)."""
     if record.packing is not None:
-        return True
+        return record.packing.one_device
     replaced = not (isinstance(group, ParamGroup) and group.is_current())
     if record.local is None or (replaced and record.variables is None):
         record.local = on_one_device(group["params"])
@@ -82,7 +85,7 @@ def held(group: dict, record: Any, index: int) -> Any:
     if isinstance(group, ParamGroup) and group.is_current():
         return record.buffers
     tree = group["params"]
-    if Packing.of(tree) != record.packing:
+    if not record.packing.fits(tree):
         raise ValueError(
             f"param_groups[{index}]['params'] was replaced by {_difference(tree, record.packing)}"
             "; replace the values only, with arrays of the same shapes and dtypes"

@@ -96,6 +96,82 @@ def stateful_findings(opt, expected_params, expected_state):
 results["stateful"] = stateful_findings(
     optim.Adam(jax.tree.map(jnp.copy, params), lr=1e-3), params, optim.adam(1e-3).init(params))
 
+# A group of many sharded leaves keeps contiguous buffers, one per dtype and set of mesh axes,
+# each device holding its own shards: compared with the same optimizer keeping the tree.
+packed_specs = [P("data", "model"), P("model"), P(), P(None, "model"), P(("data", "model")),
+                P("data"), P("data", "model"), P(), P("model", "data"), P("data")]
+packed_shapes = [(16, 8), (8,), (3,), (5, 4), (32,), (8, 3), (400, 64), (7, 2), (8, 8), (12,)]
+packed_dtypes = [jnp.float32] * 9 + [jnp.bfloat16]
+packed_rng = np.random.default_rng(0)
+packed_params = {
+    f"p{i}": jax.device_put(jnp.asarray(packed_rng.normal(size=shape), dtype),
+                            NamedSharding(mesh, spec))
+    for i, (shape, spec, dtype) in enumerate(zip(packed_shapes, packed_specs, packed_dtypes))}
+packed_grads = jax.tree.map(lambda p: jnp.cos(p) * 0.1, packed_params)
+
+
+def packed_loss(p):
+    return sum(jnp.sum(jnp.sin(v.astype(jnp.float32)) * (i + 1))
+               for i, v in enumerate(jax.tree.leaves(p)))
+
+
+def compiled_hlo(opt, kind, *args):
+    """The text of the optimizer's compiled program whose key starts with ``kind``."""
+    program = next(prog for key, prog in opt._compiled._programs.items() if key.key[0] == kind)
+    return program.lower(opt._held(), opt._states(), opt._prepare()[1], *args).compile().as_text()
+
+
+class TreeKeptAdamW(optim.AdamW):
+    contiguous = False
+
+
+other_mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("x", "y"))
+two_meshes = dict(packed_params, odd=jax.device_put(jnp.ones((6, 4)),
+                                                    NamedSharding(other_mesh, P(None, "y"))))
+
+
+def max_relative_difference(tree_a, tree_b):
+    return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+                            / (np.abs(np.asarray(b, np.float64)) + 1e-6)))
+               for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
+
+
+def same_values(tree_a, tree_b):
+    return all(np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
+
+
+packed, tree_kept = (cls(jax.tree.map(jnp.copy, packed_params), lr=1e-2, weight_decay=0.1)
+                     for cls in (optim.AdamW, TreeKeptAdamW))
+for opt in (packed, tree_kept):
+    for _ in range(3):
+        opt.grad = packed_grads
+        opt.step()
+packed_record = packed._records[0]
+found = {
+    "buffers": sorted([key, str(buffer.sharding.spec)]
+                      for key, buffer in packed_record.buffers.items()),
+    # The update over buffers is the tree's arithmetic, element for element.
+    "same_after_given_gradients": same_values(packed.params, tree_kept.params)
+    and same_values(packed.state_dict(), tree_kept.state_dict()),
+    "collectives": collectives(compiled_hlo(packed, "apply", packed._grad)),
+    "params_keep_sharding": same_sharding(packed.params, packed_params),
+    "state_like_tree_kept": same_sharding(packed._leaf_states(), tree_kept._states()),
+    "bytes_per_device": [state_bytes_per_device(packed_record.buffers),
+                         state_bytes_per_device(packed_record.state)],
+    "tree_bytes_per_device": [state_bytes_per_device(tree_kept.params),
+                              state_bytes_per_device(tree_kept._states())],
+}
+for opt in (packed, tree_kept):
+    opt.step(packed_loss)
+    opt.load_state_dict(jax.tree.map(np.asarray, opt.state_dict()))
+    opt.step(packed_loss)
+# The loss's gradient is differentiated through the shards' views, a program XLA fuses (and
+# so rounds) a little differently from the tree's.
+found["after_closures"] = max_relative_difference(packed.params, tree_kept.params)
+found["two_meshes_keep_tree"] = optim.AdamW(two_meshes)._records[0].packing is None
+results["packed"] = found
+
 # Math that needs reductions: only all-reduces of scalars appear.
 clipped = optim.chain(optim.clip_grad_norm(1.0), optim.sgd(0.1))
 hlo = jax.jit(clipped.update).lower(grads, clipped.init(params), params).compile().as_text()

@@ -114,3 +114,19 @@ def test_zero_redundancy_refuses_what_it_cannot_shard():
 
 def test_zero_redundancy_refuses_sharded_params(findings):
     assert findings["zero1_sharded_params"].startswith("param ['b'] is sharded")
+
+
+def test_many_sharded_leaves_share_buffers_per_dtype_and_mesh_axes(findings):
+    packed = findings["packed"]
+    # Ten leaves, six buffers: P('data', 'model') and P(('data', 'model')) shard over the same
+    # axes and share one; P(None, 'model') and P('model') share another; replicated leaves one.
+    assert packed["buffers"] == [
+        ["bfloat16@data", "P('data',)"], ["float32@", "P()"], ["float32@data", "P('data',)"],
+        ["float32@data/model", "P(('data', 'model'),)"], ["float32@model", "P('model',)"],
+        ["float32@model/data", "P(('model', 'data'),)"]]
+    assert packed["same_after_given_gradients"]
+    assert packed["collectives"] == []
+    assert packed["params_keep_sharding"] and packed["state_like_tree_kept"]
+    assert packed["bytes_per_device"] == packed["tree_bytes_per_device"] == [13066, 26136]
+    assert packed["after_closures"] < 1e-4
+    assert packed["two_meshes_keep_tree"]
