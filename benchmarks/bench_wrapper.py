@@ -39,15 +39,19 @@ import statistics
 import time
 from typing import Callable
 
-import flax
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-import torch
-from flax import nnx
+# torch's OpenMP workers sleep between steps instead of spinning into the others' turns
+# (bench_step.py says why, with the measurement). Set before torch starts its threads.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-import optim_jax
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import optim_jax  # noqa: E402
 
 SIZES = (784, 256, 256, 10)
 BATCH = 128
@@ -283,7 +287,7 @@ def header() -> str:
         f"jax {jax.__version__} ({jax.default_backend()}), flax {flax.__version__}, "
         f"optax {optax.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}"
     )
 
 

@@ -45,6 +45,12 @@ MIN_SIZE = 1 << 14
 # aliased operands (measured: a tree of 400 arrays compiled in 5.1 s in one call, 2.4 s by
 # XLA's path), and a call's own cost is a few microseconds.
 MAX_ARRAYS = 32
+# A group whose steps a kernel takes keeps leaves of up to this many elements in its shared
+# buffers (the kernel reads their gradients unconcatenated). Past it a leaf keeps a buffer of
+# its own: a closure reads the params through views of the buffers, which XLA may copy before
+# a matmul (8 bytes per element, ~0.2 ns at ~40 GB/s), and around 1e5 elements that copy costs
+# what the leaf's 6 to 8 arrays crossing the jit boundary (~3 us each) save.
+SHARED_UP_TO = 1 << 17
 
 
 class Kernel(NamedTuple):
@@ -124,6 +130,19 @@ KERNELS = (
 )
 
 
+def expected(factory: Callable, options: dict, params: Any) -> bool:
+    """Whether a kernel is expected to take the steps of ``factory(**options)`` over
+    ``params``, judged before any step: the kernels available, one covering these options,
+    float32 arrays on one CPU device, float32 scalars. (The first-use check and the options a
+    step finally has decide; a wrong guess costs speed, never results.)"""
+    leaves = jax.tree.leaves(params)
+    devices = {d for leaf in leaves for d in getattr(leaf, "devices", lambda: set())()}
+    return (cpu_kernels.available() and numerics.scalar_dtype() == jnp.float32
+            and kernel_for(factory, options) is not None and len(devices) == 1
+            and next(iter(devices)).platform == "cpu"
+            and all(leaf.dtype == jnp.float32 for leaf in leaves))
+
+
 def kernel_for(factory: Callable, options: dict) -> Kernel | None:
     """The kernel covering ``factory(**options)``'s step, or ``None``."""
     for kernel in KERNELS:
@@ -134,7 +153,7 @@ def kernel_for(factory: Callable, options: dict) -> Kernel | None:
 
 def fused_update(
     factory: Callable, options: dict, params: Any, grads: Any, state: Any,
-    xla_update: Callable[[], tuple[Any, Any]],
+    xla_update: Callable[[], tuple[Any, Any]], grad_parts: dict | None = None,
 ) -> tuple[Any, Any]:
     """Traced: ``(new params, new state)`` of one step of ``factory(**options)``.
 
@@ -146,6 +165,9 @@ def fused_update(
       state: the transform's state over ``params``.
       xla_update: ``() -> (new params, new state)`` by XLA's path: the transform's update and
         ``apply_updates``.
+      grad_parts: for buffers, optionally the gradient unconcatenated: per buffer, the 1-D
+        gradients of the leaves it holds, in order. The kernel then reads them in place of
+        ``grads``, whose concatenation XLA drops as unused (one pass over the gradient saved).
 
     Returns:
       The kernel's results on a CPU where one covers the step, else ``xla_update()``'s.
@@ -154,10 +176,11 @@ def fused_update(
     leaves, treedef = jax.tree.flatten(params)
     if kernel is None or not _covered(kernel, options, leaves, grads, state, treedef):
         return xla_update()
-    return jax.lax.platform_dependent(
-        cpu=lambda: _kernel_update(kernel, options, params, grads, state),
-        default=xla_update,
-    )
+    if grad_parts is not None:
+        kernel_update = functools.partial(_segmented_update, kernel, options, params, grad_parts)
+    else:
+        kernel_update = functools.partial(_kernel_update, kernel, options, params, grads)
+    return jax.lax.platform_dependent(cpu=lambda: kernel_update(state), default=xla_update)
 
 
 def _covered(kernel: Kernel, options: dict, leaves: list, grads: Any, state: Any,
@@ -199,6 +222,30 @@ def _kernel_update(kernel: Kernel, options: dict, params: Any, grads: Any,
     return treedef.unflatten(new_params), new_state
 
 
+def _segmented_update(kernel: Kernel, options: dict, buffers: dict, grad_parts: dict,
+                      state: Any) -> tuple[Any, Any]:
+    """:func:`_kernel_update` over a group's buffers, each gradient read in segments: a chain
+    of calls per buffer, each over up to :data:`MAX_ARRAYS` segments."""
+    treedef = jax.tree.structure(buffers)
+    fields = collect_fields(state, treedef)
+    values = dict(fields)
+    columns = [treedef.flatten_up_to(buffers),
+               *(treedef.flatten_up_to(values[name]) for name in kernel.fields)]
+    terms = kernel.terms(options, values["step"], columns[0][0])
+    rows = []
+    for whole, parts in zip(zip(*columns), treedef.flatten_up_to(grad_parts)):
+        whole, offset = list(whole), 0
+        for start in range(0, len(parts), MAX_ARRAYS):
+            chunk = parts[start:start + MAX_ARRAYS]
+            whole = cpu_kernels.call_segments(kernel.target, whole, chunk, offset, terms)
+            offset += sum(part.size for part in chunk)
+        rows.append(whole)
+    new_params, *new_fields = (treedef.unflatten(column) for column in zip(*rows))
+    new_values = {"step": numerics.increment(values["step"]),
+                  **dict(zip(kernel.fields, new_fields))}
+    return new_params, replace_fields(state, treedef, [new_values[name] for name, _ in fields])
+
+
 def _static_key(options: dict) -> tuple:
     """What of the options the kernel's code path depends on (statics, and which are zero)."""
     return tuple(sorted(
@@ -232,15 +279,20 @@ def _compare(kernel: Kernel, static_key: tuple) -> bool:
     grads = [{"a": jnp.asarray(np.random.default_rng(k).standard_normal(size), jnp.float32)}
              for k in range(1, 4)]
 
+    cuts = np.linspace(0, size, 2 * MAX_ARRAYS + 2).astype(int)  # two chained calls
+
     def step(path, params, grads, state, values):
         options = {**statics, **zeros, **dict(zip(traced, values))}
         if path == "kernel":
             return _kernel_update(kernel, options, params, grads, state)
+        if path == "segments":
+            parts = {"a": [grads["a"][lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]}
+            return _segmented_update(kernel, options, params, parts, state)
         updates, new_state = kernel.factory(**options).update(grads, state, params)
         return apply_updates(params, updates), new_state
 
     histories = []
-    for path in ("kernel", "xla"):
+    for path in ("kernel", "segments", "xla"):
         run = jax.jit(functools.partial(step, path))
         p = params
         state = kernel.factory(**statics, **zeros, **{n: sample[n] for n in traced}).init(p)
@@ -249,4 +301,5 @@ def _compare(kernel: Kernel, static_key: tuple) -> bool:
             p, state = run(p, g, state, values)
             history.extend(jax.tree.leaves((p, state)))
         histories.append(history)
-    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(*histories))
+    return all(np.array_equal(np.asarray(a), np.asarray(b))
+               for history in histories[:-1] for a, b in zip(history, histories[-1]))

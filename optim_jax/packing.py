@@ -6,10 +6,12 @@ update once per leaf. Over contiguous buffers an elementwise update is the same 
 a handful of arrays: the stateful optimizers keep their groups so (:mod:`optim_jax.stateful`),
 and :func:`contiguous` offers the layout to pure users.
 
-Only leaves of at most :data:`LARGE` elements share buffers. A large leaf is a buffer of its
-own (flattening it costs nothing): concatenating large arrays every step would cost a pass over
-their memory and a fresh temporary, more than the few microseconds their crossing saves
-(measured on XLA CPU: 200 leaves x 50k in one buffer, 2.9x slower than leaf by leaf).
+By default only leaves of at most :data:`LARGE` elements share buffers. A large leaf is a buffer
+of its own (flattening it costs nothing): concatenating large gradients every step would cost a
+pass over their memory and a fresh temporary, more than the few microseconds their crossing
+saves (measured on XLA CPU: 200 leaves x 50k in one buffer, 2.9x slower than leaf by leaf). A
+step that reads the gradients unconcatenated (the CPU kernels, :mod:`optim_jax.fused`) has no
+such pass to pay, and its groups share larger leaves too (``shared_up_to``).
 
 A :class:`Packing` says where each leaf lies: buffer, offset, size and shape. It is hashable, so
 it can key compiled programs; ``pack`` and ``unpack`` work traced or not.
@@ -69,12 +71,14 @@ class Packing:
         self._hash = hash(self._key())  # a packing keys every step's program lookup
 
     @classmethod
-    def of(cls, tree: PyTree) -> "Packing":
+    def of(cls, tree: PyTree, shared_up_to: int = LARGE) -> "Packing":
         """The packing of ``tree``.
 
         Args:
           tree: a pytree of arrays (or of anything with ``shape`` and ``dtype``: tracers,
             ``jax.ShapeDtypeStruct``).
+          shared_up_to: leaves of up to this many elements share their dtype's buffer; larger
+            ones are buffers of their own.
 
         Returns:
           Its :class:`Packing`.
@@ -84,7 +88,7 @@ class Packing:
         slots = []
         for index, leaf in enumerate(leaves):
             dtype, size = jnp.dtype(leaf.dtype).name, int(np.prod(leaf.shape, dtype=np.int64))
-            key = f"{dtype}#{index}" if size > LARGE else dtype
+            key = f"{dtype}#{index}" if size > shared_up_to else dtype
             slots.append(Slot(key, sizes.get(key, 0), size, tuple(leaf.shape), dtype))
             sizes[key] = sizes.get(key, 0) + size
         return cls(treedef, tuple(slots), tuple(sizes.items()))
@@ -120,12 +124,23 @@ class Packing:
         Returns:
           ``{dtype name: 1-D buffer}``.
         """
-        leaves = self.treedef.flatten_up_to(tree)
-        parts: dict[str, list] = {key: [] for key, _ in self.sizes}
-        for slot, leaf in zip(self.slots, leaves):
-            parts[slot.bucket].append(jnp.ravel(leaf))
         return {key: jnp.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-                for key, arrays in parts.items()}
+                for key, arrays in self.parts(tree).items()}
+
+    def parts(self, tree: PyTree) -> dict[str, list]:
+        """``tree``'s leaves, 1-D, per buffer in their order there: what :meth:`pack` would
+        concatenate (traced or not).
+
+        Args:
+          tree: a tree with this packing's structure and shapes.
+
+        Returns:
+          ``{buffer key: [1-D leaf, ...]}``.
+        """
+        parts: dict[str, list] = {key: [] for key, _ in self.sizes}
+        for slot, leaf in zip(self.slots, self.treedef.flatten_up_to(tree)):
+            parts[slot.bucket].append(jnp.ravel(leaf))
+        return parts
 
     def unpack(self, buffers: dict[str, jax.Array], offsets: Any = None) -> PyTree:
         """The tree laid out in ``buffers``, traced (slices that XLA fuses) or not.

@@ -116,13 +116,10 @@ class ShardedPacking(Packing):
         Returns:
           ``{bucket: 1-D buffer}``, each sharded by its spec in ``buffer_specs``.
         """
+        lay_out = super().pack  # each device's shards, laid out as one device's leaves
 
         def local(*leaves):
-            parts: dict[str, list] = {key: [] for key, _ in self.sizes}
-            for slot, leaf in zip(self.slots, leaves):
-                parts[slot.bucket].append(jnp.ravel(leaf))
-            return {key: jnp.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-                    for key, arrays in parts.items()}
+            return lay_out(self.treedef.unflatten(leaves))
 
         return jax.shard_map(local, mesh=self.mesh, in_specs=self.specs,
                              out_specs=self.buffer_specs, check_vma=False)(

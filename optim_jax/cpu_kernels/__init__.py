@@ -19,10 +19,14 @@ import os
 import pathlib
 
 import jax
+import numpy as np
 
 ADAM = "optim_jax_adam_f32"
 SGD = "optim_jax_sgd_f32"
-_SYMBOLS = {ADAM: "OptimJaxAdamF32", SGD: "OptimJaxSgdF32"}
+# The same steps over one buffer per column, the gradients given as segments (call_segments).
+SEGMENTS = {ADAM: "optim_jax_adam_segments_f32", SGD: "optim_jax_sgd_segments_f32"}
+_SYMBOLS = {ADAM: "OptimJaxAdamF32", SGD: "OptimJaxSgdF32",
+            SEGMENTS[ADAM]: "OptimJaxAdamSegmentsF32", SEGMENTS[SGD]: "OptimJaxSgdSegmentsF32"}
 
 
 def library_path() -> pathlib.Path | None:
@@ -77,3 +81,25 @@ def call(target: str, columns: list[list[jax.Array]], terms: jax.Array) -> list[
     flat = jax.ffi.ffi_call(target, results, input_output_aliases=aliases)(
         terms, *(x for column in columns for x in column))
     return [list(flat[k * count:(k + 1) * count]) for k in range(len(kept))]
+
+
+def call_segments(target: str, whole: list[jax.Array], grads: list[jax.Array], offset: int,
+                  terms: jax.Array) -> list[jax.Array]:
+    """Traced: one call of the kernel ``target`` over a span of one buffer per column, its
+    gradient given in segments (the leaves of a contiguous group, unconcatenated).
+
+    Args:
+      target: :data:`ADAM` or :data:`SGD`.
+      whole: the params' buffer, then each state field's: float32, 1-D, of one length.
+      grads: float32 gradient segments, 1-D, laid end to end from element ``offset``.
+      offset: where the first segment starts in the buffers.
+      terms: the step's scalars, as the kernel reads them.
+
+    Returns:
+      The params' buffer and each state field's, with the span stepped; written in place of
+      ``whole`` (the caller donates them).
+    """
+    results = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in whole]
+    aliases = {1 + k: k for k in range(len(whole))}
+    return list(jax.ffi.ffi_call(SEGMENTS[target], results, input_output_aliases=aliases)(
+        terms, *whole, *grads, offset=np.int64(offset)))

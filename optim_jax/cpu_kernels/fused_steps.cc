@@ -64,7 +64,7 @@ void ParallelFor(ffi::ThreadPool& pool, const std::vector<int64_t>& sizes,
                  const std::function<void(const Piece&)>& body) {
   int64_t total = 0;
   for (int64_t size : sizes) total += size;
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), total / kParallelMin);
+  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, total / kParallelMin);
   if (helpers <= 0) {
     for (size_t b = 0; b < sizes.size(); ++b) body({b, 0, sizes[b]});
     return;
@@ -210,6 +210,83 @@ ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Remai
   return ffi::Error::Success();
 }
 
+// A step over one buffer per column (the params, then each state field) whose gradients come
+// as segments: segment k is the gradient of elements [starts[k], starts[k] + sizes[k]) of the
+// buffers, the segments laid end to end from element `offset`.
+struct Segments {
+  std::vector<const float*> inputs;  // params, then each state field
+  std::vector<float*> outputs;       // likewise
+  std::vector<const float*> grads;
+  std::vector<int64_t> sizes, starts;
+};
+
+// Reads `args` (the params and `fields` state buffers, then the gradient segments) and `rets`
+// (the params and the state buffers), checking that the buffers have one length and that the
+// segments fit in it from `offset`.
+ffi::ErrorOr<Segments> ReadSegments(const ffi::RemainingArgs& args,
+                                    const ffi::RemainingRets& rets, size_t fields,
+                                    int64_t offset) {
+  const size_t whole = 1 + fields;
+  if (args.size() <= whole || rets.size() != whole) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument("buffer counts do not form a step"));
+  }
+  Segments s;
+  int64_t length = 0;
+  for (size_t c = 0; c < whole; ++c) {
+    auto in = args.get<ffi::Buffer<ffi::F32>>(c);
+    if (in.has_error()) return ffi::Unexpected(in.error());
+    auto out = rets.get<ffi::Buffer<ffi::F32>>(c);
+    if (out.has_error()) return ffi::Unexpected(out.error());
+    if (c == 0) length = in->element_count();
+    if (in->element_count() != length || (*out)->element_count() != length) {
+      return ffi::Unexpected(ffi::Error::InvalidArgument("buffer lengths differ"));
+    }
+    s.inputs.push_back(in->typed_data());
+    s.outputs.push_back((*out)->typed_data());
+  }
+  int64_t at = offset;
+  for (size_t k = whole; k < args.size(); ++k) {
+    auto grad = args.get<ffi::Buffer<ffi::F32>>(k);
+    if (grad.has_error()) return ffi::Unexpected(grad.error());
+    s.grads.push_back(grad->typed_data());
+    s.sizes.push_back(grad->element_count());
+    s.starts.push_back(at);
+    at += grad->element_count();
+  }
+  if (offset < 0 || at > length) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument("gradient segments overrun the buffers"));
+  }
+  return s;
+}
+
+ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, int64_t offset,
+                            ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  auto read = ReadSegments(args, rets, 2, offset);
+  if (read.has_error()) return read.error();
+  const Segments& c = *read;
+  const float* t = terms.typed_data();
+  ParallelFor(pool, c.sizes, [&](const Piece& s) {
+    const int64_t o = c.starts[s.buffer];
+    AdamRange(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
+              c.inputs[2] + o, c.outputs[0] + o, c.outputs[1] + o, c.outputs[2] + o);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error SgdSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, int64_t offset,
+                           ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  auto read = ReadSegments(args, rets, 1, offset);
+  if (read.has_error()) return read.error();
+  const Segments& c = *read;
+  const float* t = terms.typed_data();
+  ParallelFor(pool, c.sizes, [&](const Piece& s) {
+    const int64_t o = c.starts[s.buffer];
+    SgdRange(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
+             c.outputs[0] + o, c.outputs[1] + o);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Arguments: the terms, then the step's buffers column by column (the params, the gradients,
@@ -225,3 +302,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimJaxSgdF32, SgdStep,
     ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().RemainingArgs()
         .RemainingRets());
+
+// Arguments: the terms, then the params and each state field (one buffer each, aliased to the
+// results), then gradient segments laid end to end from element `offset` of those buffers;
+// results: the params, then each state field. A group's buffers are stepped by a chain of
+// such calls, each taking up to 32 segments.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    OptimJaxAdamSegmentsF32, AdamSegmentsStep,
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Attr<int64_t>("offset")
+        .RemainingArgs().RemainingRets());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    OptimJaxSgdSegmentsF32, SgdSegmentsStep,
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Attr<int64_t>("offset")
+        .RemainingArgs().RemainingRets());

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_jax import numerics, validation
+from optim_jax import fused, numerics, validation
 from optim_jax.base import apply_updates
-from optim_jax.fused import fused_update
+from optim_jax.packing import LARGE
 from optim_jax.state_fields import collect_fields, replace_fields
 
 
@@ -51,6 +51,14 @@ class GroupOptions:
     def of(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """The group's values of the factory's arguments."""
         return {name: group[name] for name in self.names if name in group}
+
+    def shared_up_to(self, group: Mapping[str, Any], params: Any) -> int:
+        """Leaves of up to this many elements share a contiguous group's buffers: more where
+        a CPU kernel is expected to take its steps (:data:`optim_jax.fused.SHARED_UP_TO`; the
+        kernel reads the gradients unconcatenated)."""
+        if self.state_layout is None and fused.expected(self.factory, self.of(group), params):
+            return fused.SHARED_UP_TO
+        return LARGE
 
     def build(self, group: Mapping[str, Any]) -> Any:
         """The group's transform from its Python values, validating them (torch's messages)."""
@@ -127,11 +135,12 @@ class GroupOptions:
         return tx if self.state_layout is None else self.state_layout(tx)
 
     def step(self, options: dict, one_device: bool, params: Any, grads: Any,
-             state: Any) -> tuple[Any, Any]:
+             state: Any, grad_parts: dict | None = None) -> tuple[Any, Any]:
         """Traced: ``(new params, new state)`` of one step with the group's ``options``
         (:meth:`options_for`): the transform's update applied to ``params``, through a CPU
         kernel where one covers it (:func:`optim_jax.fused.fused_update`; arrays on one
-        device, the state in the transform's own layout)."""
+        device, the state in the transform's own layout). ``grad_parts``: for buffers, the
+        gradient unconcatenated, which a kernel reads instead of ``grads``."""
 
         def xla_update():
             updates, new_state = self._transform(options).update(grads, state, params)
@@ -139,7 +148,8 @@ class GroupOptions:
 
         if not one_device or self.state_layout is not None:
             return xla_update()
-        return fused_update(self.factory, options, params, grads, state, xla_update)
+        return fused.fused_update(self.factory, options, params, grads, state, xla_update,
+                                  grad_parts)
 
     def init_state(self, group: Mapping[str, Any], structure: tuple, params: Any) -> Any:
         """A fresh state for ``params`` with the group's current options.

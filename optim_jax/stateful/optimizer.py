@@ -173,7 +173,8 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
         )
         record.packing = storage.packing_for(
             group["params"], record.state, self.contiguous and record.variables is None
-            and self._options.state_layout is None)
+            and self._options.state_layout is None,
+            self._options.shared_up_to(group, group["params"]))
         group = storage.ParamGroup.showing(group)
         if record.packing is not None:
             record.state = storage.stored_state(record, record.state)
@@ -400,8 +401,11 @@ def update_groups(
             jnp.zeros_like(p) if g is None else group_params.gradient_for(p, g, index, path)
             for (path, p), g in zip(flat, leaves)
         ])
-        new, new_state = options.step(group_options, one_device, value,
-                                      full if packing is None else packing.pack(full), state)
+        if packing is None:
+            new, new_state = options.step(group_options, one_device, value, full, state)
+        else:
+            new, new_state = options.step(group_options, one_device, value, packing.pack(full),
+                                          state, packing.parts(full))
         if not all(present):
             new, new_state = _keep_skipped(value, state, new, new_state, packing, present)
         new_held.append(new)

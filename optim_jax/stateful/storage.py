@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from optim_jax.base import PyTree
-from optim_jax.packing import Packing, run
+from optim_jax.packing import LARGE, Packing, run
 from optim_jax.sharded_packing import ShardedPacking
 from optim_jax.state_fields import collect_fields
 from optim_jax.stateful import nnx_bridge
@@ -34,18 +34,21 @@ from optim_jax.stateful.param_group import ParamGroup
 MIN_LEAVES = 8
 
 
-def packing_for(tree: PyTree, state: Any, allowed: bool) -> Packing | None:
+def packing_for(tree: PyTree, state: Any, allowed: bool, shared_up_to: int = LARGE
+                ) -> Packing | None:
     """The packing a group's committed ``tree`` and its ``state`` are kept in, or ``None`` to
-    keep the tree: where the group's arrays sit on one device and every per-parameter state
-    field has its parameter's shape and one dtype per buffer (complex params keep a real view
-    of another shape: they keep the tree)."""
+    keep the tree: where the group's arrays sit on one device (or are sharded over one mesh)
+    and every per-parameter state field has its parameter's shape and one dtype per buffer
+    (complex params keep a real view of another shape: they keep the tree). On one device,
+    leaves of up to ``shared_up_to`` elements share their dtype's buffer."""
     leaves, structure = jax.tree.flatten(tree)
     # Below MIN_LEAVES the arrays a step saves (a few microseconds each) do not repay the
     # programs packing compiles (the packing itself, the views). A bare array's state fields
     # could not be told from its scalars (``step``) by structure anyway.
     if not allowed or len(leaves) < MIN_LEAVES or jax.tree_util.treedef_is_leaf(structure):
         return None
-    packing = Packing.of(tree) if on_one_device(leaves) else ShardedPacking.of(tree)
+    packing = (Packing.of(tree, shared_up_to) if on_one_device(leaves)
+               else ShardedPacking.of(tree))
     if packing is None:
         return None
     for _, field in collect_fields(state, structure):

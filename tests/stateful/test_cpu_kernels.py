@@ -28,11 +28,13 @@ NOT_COVERED = [
 
 
 def tree(seed: int, dtype=jnp.float32) -> dict:
-    """Twelve small leaves (kept in one buffer of 21k elements) and a large one (a buffer of
-    its own)."""
+    """Twelve small leaves and a large one, which share one buffer where a kernel takes the
+    steps (fused.SHARED_UP_TO; the large one has a buffer of its own on XLA's path), and a
+    larger one, a buffer of its own on both."""
     rng = np.random.default_rng(seed)
     leaves = {f"w{i}": jnp.asarray(rng.standard_normal((40 + i, 40)), dtype) for i in range(12)}
     leaves["big"] = jnp.asarray(rng.standard_normal(70_001), dtype)
+    leaves["huge"] = jnp.asarray(rng.standard_normal(fused.SHARED_UP_TO + 3), dtype)
     return leaves
 
 
@@ -42,15 +44,22 @@ def loss(params):
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """The kernels traced into programs: ``(FFI target, number of arrays stepped)``."""
+    """The kernels traced into programs: ``(FFI target, number of arrays stepped)``, or for a
+    call over buffers read in gradient segments, ``(target, "segments", number of segments,
+    the buffers' length)``."""
     calls = []
-    original = cpu_kernels.call
+    original, segmented = cpu_kernels.call, cpu_kernels.call_segments
 
     def counting(target, columns, terms):
         calls.append((target, len(columns[0])))
         return original(target, columns, terms)
 
+    def counting_segments(target, whole, grads, offset, terms):
+        calls.append((target, "segments", len(grads), whole[0].size))
+        return segmented(target, whole, grads, offset, terms)
+
     monkeypatch.setattr(cpu_kernels, "call", counting)
+    monkeypatch.setattr(cpu_kernels, "call_segments", counting_segments)
     return calls
 
 
@@ -85,10 +94,13 @@ def test_kernel_steps_are_bit_identical_to_xla(monkeypatch, kernel_calls, cls):
     expected = xla_path(monkeypatch, cls, option_sets)
     assert not kernel_calls
     got = run(cls, option_sets)
-    # two programs (step() and step(closure)), each one call per group over both its buffers;
-    # one more (over one array) where a kind of options is checked against XLA the first time
-    assert sorted(n for _, n in kernel_calls if n == 2) == [2] * 2 * len(option_sets)
-    assert len(kernel_calls) <= 3 * len(option_sets)
+    # Two programs (step() and step(closure)), each stepping a group's shared buffer in one
+    # call over its 13 leaves' gradients and the huge leaf's buffer in one more; and where a
+    # kind of options is first checked against XLA, 1 + 3 calls over 4099 elements.
+    shared = sum(int(np.prod(x.shape)) for x in tree(0).values()) - fused.SHARED_UP_TO - 3
+    steps = sorted(call[2:] for call in kernel_calls if call[1] == "segments" and call[3] > 4099)
+    assert steps == sorted([(1, fused.SHARED_UP_TO + 3), (13, shared)] * 2 * len(option_sets))
+    assert len(kernel_calls) - len(steps) <= 4 * len(option_sets)
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -195,3 +207,23 @@ def test_a_call_takes_at_most_max_arrays(kernel_calls):
     sizes = [n for _, n in kernel_calls if n > 1]
     assert sizes == [fused.MAX_ARRAYS, fused.MAX_ARRAYS, 6]
     np.testing.assert_allclose(opt.params[-1], count - 1 - 0.1, rtol=1e-6)
+
+
+def test_large_leaves_share_the_buffer_and_their_gradients_are_not_concatenated():
+    """Where a kernel is expected, leaves up to SHARED_UP_TO share the group's buffer, and the
+    kernel reads each gradient where it lies: the compiled step holds no concatenation of them
+    (XLA's path would pay a pass over the gradient for it)."""
+    params = [jnp.full(50_000, float(i)) for i in range(20)]
+    opt = optim.SGD(params, lr=0.1, momentum=0.9)
+    assert opt._records[0].packing.sizes == (("float32", 1_000_000),)
+    opt.grad = [jnp.ones(50_000)] * 20
+    opt.step()
+    program = next(p for key, p in opt._compiled._programs.items() if key.key[0] == "apply")
+    hlo = program.lower(opt._held(), opt._states(), opt._prepare()[1], opt._grad).compile()
+    assert "f32[1000000]{0} concatenate" not in hlo.as_text()
+    assert "custom-call" in hlo.as_text()
+    np.testing.assert_allclose(opt.params[7], 7 - 0.1, rtol=1e-6)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu_kernels, "available", lambda: False)
+        assert optim.SGD(params, lr=0.1, momentum=0.9)._records[0].packing.sizes == tuple(
+            (f"float32#{i}", 50_000) for i in range(20))
