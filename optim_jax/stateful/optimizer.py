@@ -21,11 +21,12 @@ returns copies. The optimizer's own params and state are donated to each step: a
 ``opt.params`` or ``opt.state`` before a step are deleted by it (using one raises
 ``RuntimeError: Array has been deleted``); read them again after the step.
 
-Groups of elementwise algorithms (``contiguous = True``) whose arrays sit on one device keep
-params and state in contiguous buffers, one per dtype (:mod:`~optim_jax.stateful.storage`): a
-step moves a few arrays whatever the number of leaves. The trees the user reads are made from
-the buffers when first read after a step (one compiled call) and are deleted by the next step,
-as donated arrays would be.
+Groups of elementwise algorithms (``contiguous = True``) keep params and state in contiguous
+buffers, one per dtype on one device, one per dtype and set of mesh axes when sharded
+(:mod:`~optim_jax.stateful.storage`): a step moves a few arrays whatever the number of leaves.
+The trees the user reads are made from the buffers when first read after a step (one compiled
+call; an nnx Module's at once, to be written into it) and are deleted by the next step, as
+donated arrays would be.
 
 The parts: :mod:`~optim_jax.stateful.layout` (the user's params as groups and back),
 :mod:`~optim_jax.stateful.groups` (one group's params), :mod:`~optim_jax.stateful.group_options`
@@ -172,8 +173,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
             modules_allowed=not isinstance(self._layout, layout.LabelledLayout),
         )
         record.packing = storage.packing_for(
-            group["params"], record.state, self.contiguous and record.variables is None
-            and self._options.state_layout is None,
+            group["params"], record.state, self.contiguous and self._options.state_layout is None,
             self._options.shared_up_to(group, group["params"]))
         group = storage.ParamGroup.showing(group)
         if record.packing is not None:

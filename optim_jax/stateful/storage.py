@@ -7,8 +7,9 @@ mesh (:mod:`optim_jax.sharded_packing`; each device keeps the bytes it kept befo
 then passes a handful of arrays across the jit boundary however many leaves the tree has, and
 traces its update once over the buffers. The user sees only the tree: the group's ``'params'``
 are made from the buffers when read (:class:`ParamGroup`, one compiled call), and
-``opt.state`` and ``state_dict()`` unpack the state the same way. Params spread otherwise
-(over several meshes, not by a ``NamedSharding``), nnx Modules, ZeRO's state layout and algorithms that look at a
+``opt.state`` and ``state_dict()`` unpack the state the same way (an nnx Module's group makes
+its tree after every step, to write it into the module). Params spread otherwise (over several
+meshes, not by a ``NamedSharding``), ZeRO's state layout and algorithms that look at a
 leaf as a whole (L-BFGS, Adafactor, Muon) keep the tree.
 
 What a step takes for a group (*held* params) is its buffers, or its tree; :func:`views` turns
@@ -17,6 +18,7 @@ held params back into trees inside a compiled program.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -111,22 +113,28 @@ def _difference(tree: PyTree, packing: Packing) -> str:
 
 
 def keep(group: dict, record: Any, new: Any) -> None:
-    """A step's new held params become the group's; a contiguous group's earlier views are
-    deleted, as the tree's donated arrays would be."""
+    """A step's new held params become the group's, and its nnx Module's; a contiguous group's
+    earlier views are deleted, as the tree's donated arrays would be. A contiguous group makes
+    its tree when first read, but a module's needs it at once (one compiled call)."""
     if record.packing is None:
         if isinstance(group, ParamGroup):
             group.show(new)
         else:
             group["params"] = new
-        return
-    record.buffers = new
-    if not isinstance(group, ParamGroup):
-        group["params"] = run(record.packing, "unpack", new, record.offsets)
-        return
-    for leaf in group.shown_leaves():
-        leaf.delete()
-    group.defer(lambda packing=record.packing, buffers=new, offsets=record.offsets:
-                run(packing, "unpack", buffers, offsets))
+    else:
+        record.buffers = new
+        views = functools.partial(run, record.packing, "unpack", new, record.offsets)
+        if not isinstance(group, ParamGroup):
+            group["params"] = views()
+        else:
+            for leaf in group.shown_leaves():
+                leaf.delete()
+            if record.variables is None:
+                group.defer(views)
+                return
+            group.show(views(), watch=True)
+    if record.variables is not None:
+        nnx_bridge.set_values(record.variables, group["params"])
 
 
 def treedef(group: dict, record: Any) -> Any:
@@ -215,6 +223,4 @@ class GroupStorage:
             keep(group, record, value)
             discard_state_views(record)
             record.state = state
-            if record.variables is not None:
-                nnx_bridge.set_values(record.variables, value)
         nnx_bridge.write_back(modules, changed)
