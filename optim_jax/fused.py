@@ -6,7 +6,9 @@ parameter where one pass moves 28; ``benchmarks/bench_step.py``). :func:`fused_u
 step the way the stateful optimizers apply it (the transform's update, then ``params +
 updates``) and, where a kernel of :mod:`optim_jax.cpu_kernels` covers it, runs it in one pass
 over the arrays instead, in kernel calls of up to :data:`MAX_ARRAYS` arrays each,
-bit-identical to XLA's program. It needs:
+bit-identical to XLA's program. Over a contiguous group's buffers the kernel reads each leaf's
+gradient where it lies (``grad_parts``: calls of up to :data:`MAX_ARRAYS` gradient segments,
+chained over the buffers in place), so the gradients are never concatenated. It needs:
 
 - the kernels built and enabled (:func:`optim_jax.cpu_kernels.available`), a CPU lowering
   (other platforms keep XLA's path: GPU and TPU fuse the outputs themselves), float32 params,
@@ -279,7 +281,7 @@ def _compare(kernel: Kernel, static_key: tuple) -> bool:
     grads = [{"a": jnp.asarray(np.random.default_rng(k).standard_normal(size), jnp.float32)}
              for k in range(1, 4)]
 
-    cuts = np.linspace(0, size, 2 * MAX_ARRAYS + 2).astype(int)  # two chained calls
+    cuts = np.linspace(0, size, 2 * MAX_ARRAYS + 1).astype(int)  # two chained segment calls
 
     def step(path, params, grads, state, values):
         options = {**statics, **zeros, **dict(zip(traced, values))}

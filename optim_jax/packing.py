@@ -128,8 +128,7 @@ class Packing:
                 for key, arrays in self.parts(tree).items()}
 
     def parts(self, tree: PyTree) -> dict[str, list]:
-        """``tree``'s leaves, 1-D, per buffer in their order there: what :meth:`pack` would
-        concatenate (traced or not).
+        """``tree``'s leaves, 1-D, per buffer: what :meth:`pack` concatenates (traced or not).
 
         Args:
           tree: a tree with this packing's structure and shapes.
