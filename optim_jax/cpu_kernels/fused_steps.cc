@@ -64,6 +64,8 @@ void ParallelFor(ffi::ThreadPool& pool, const std::vector<int64_t>& sizes,
                  const std::function<void(const Piece&)>& body) {
   int64_t total = 0;
   for (int64_t size : sizes) total += size;
+  // With the calling thread, as many threads as the pool has (one per core): one more would
+  // only take turns with the others on a memory-bound loop.
   int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, total / kParallelMin);
   if (helpers <= 0) {
     for (size_t b = 0; b < sizes.size(); ++b) body({b, 0, sizes[b]});
