@@ -1,12 +1,13 @@
-"""Contiguous buffers for params sharded over a device mesh: one buffer per dtype and sharding.
+"""Contiguous buffers for params sharded over a device mesh: one per dtype and set of mesh axes.
 
 :class:`~optim_jax.packing.Packing` lays a tree's leaves end to end on one device. Laid end to
 end globally, sharded leaves would put parts of every device's shards on every other device,
 and each step would move them. Here each device's part of a buffer is instead its own shards of
 the leaves, laid end to end: leaves of one dtype whose ``PartitionSpec`` shard over the same
-mesh axes share a buffer, sharded over those axes (replicated where there are none), so every device
-holds the same bytes as before and an elementwise step over the buffers needs no collective.
-Packing and unpacking run per device (``jax.shard_map``): local copies, no communication.
+mesh axes share a buffer, sharded over those axes (replicated where there are none), so every
+device holds the same bytes as before and an elementwise step over the buffers needs no
+collective. Packing and unpacking run per device (``jax.shard_map``): local copies, no
+communication.
 
 Leaves of a shape their spec's axes do not divide evenly, or sharded over different meshes (or
 not by a ``NamedSharding``), keep the tree: :meth:`ShardedPacking.of` returns ``None``.
@@ -48,7 +49,7 @@ def _local_shape(shape: tuple, spec: PartitionSpec, mesh: Any) -> tuple | None:
 
 
 class ShardedPacking(Packing):
-    """How a tree's sharded leaves lie in contiguous buffers, one per dtype and sharding.
+    """How a tree's sharded leaves lie in contiguous buffers, one per dtype and set of axes.
 
     Each :class:`~optim_jax.packing.Slot` gives a leaf's offset and size within one device's
     part of its buffer (its shard's), and the leaf's global shape. A buffer is 1-D, of
