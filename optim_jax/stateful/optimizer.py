@@ -285,12 +285,13 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
 
         evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
         options, packings, local = self._options, self._packings(), self._locals()
+        placements = self._placements()
 
         def fused(held, states, vector, arrays, offsets):
             trees = storage.views(packings, held, offsets)
             value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
-            held, states = update_groups(options, structures, packings, local, held, states,
-                                         vector, grads)
+            held, states = update_groups(options, structures, packings, local, placements,
+                                         held, states, vector, grads)
             return value, changed, held, states
 
         return fused
@@ -353,14 +354,17 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
                     "opt.grad first, or pass a closure: opt.step(closure)"
                 )
 
-            packings, local = self._packings(), self._locals()
-            apply = functools.partial(update_groups, self._options, structures, packings, local)
-            compiled = self._compile(("apply", structures, packings, local), apply, (0, 1))
+            packings, local, placements = self._packings(), self._locals(), self._placements()
+            apply = functools.partial(update_groups, self._options, structures, packings, local,
+                                      placements)
+            compiled = self._compile(("apply", structures, packings, local, placements), apply,
+                                     (0, 1))
             held, states = compiled(self._held(), self._states(), vector, self._grad)
             self._commit(held, states, [], {})
             return None
         objective = self._objective(closure, args, kwargs)
-        key = ("closure", structures, self._packings(), self._locals(), objective.key)
+        key = ("closure", structures, self._packings(), self._locals(), self._placements(),
+               objective.key)
         compiled = self._compile(key, self._closure_program(objective, structures), (0, 1),
                                  _family(closure))
         loss, changed, held, states = compiled(self._held(), self._states(), vector,
@@ -374,8 +378,8 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
 
 
 def update_groups(
-    options: GroupOptions, structures: tuple, packings: tuple, local: tuple, held: list,
-    states: list, vector: Any, grads: list
+    options: GroupOptions, structures: tuple, packings: tuple, local: tuple, placements: tuple,
+    held: list, states: list, vector: Any, grads: list
 ) -> tuple[list, list]:
     """Traced: every group's update from its gradient leaves, over its held params (buffers
     where ``packings`` has a packing, else the tree). A group whose arrays are on one device
@@ -385,10 +389,12 @@ def update_groups(
     leaf is ``None`` (its value and its per-parameter state; the group's step count still
     advances, as optim_jax keeps one per group). A gradient is cast to its parameter's dtype,
     so the state keeps the parameter's. Shapes and dtypes are checked once per compilation.
+    A sharded group kept as a tree keeps its leaves' shardings (``placements``).
     """
     offset, new_held, new_states = 0, [], []
-    groups = zip(structures, packings, local, held, grads, states)
-    for index, (structure, packing, one_device, value, leaves, state) in enumerate(groups):
+    groups = zip(structures, packings, local, placements, held, grads, states)
+    for index, (structure, packing, one_device, shardings, value, leaves, state) in enumerate(
+            groups):
         group_options, offset = options.options_for(structure, vector, offset)
         if leaves is None:
             new_held.append(value)
@@ -408,6 +414,9 @@ def update_groups(
                                           state, packing.parts(full))
         if not all(present):
             new, new_state = _keep_skipped(value, state, new, new_state, packing, present)
+        if shardings is not None:
+            new, new_state = storage.placed(new, shardings[0]), storage.placed(new_state,
+                                                                               shardings[1])
         new_held.append(new)
         new_states.append(new_state)
     return new_held, new_states

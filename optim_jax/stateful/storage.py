@@ -82,6 +82,24 @@ def local(group: dict, record: Any) -> bool:
     return record.local
 
 
+def placement(group: dict, record: Any) -> tuple | None:
+    """For a sharded group kept as a tree, the shardings of its params' and its state's leaves,
+    which a step keeps: XLA would otherwise choose its outputs' from the program (a closure's
+    matmuls can move a weight's). ``None`` for the others: a packing lays its buffers out
+    itself, and one device has nothing to keep."""
+    if record.packing is not None or local(group, record):
+        return None
+    return (tuple(leaf.sharding for leaf in jax.tree.leaves(group["params"])),
+            tuple(leaf.sharding for leaf in jax.tree.leaves(record.state)))
+
+
+def placed(tree: Any, shardings: tuple) -> Any:
+    """Traced: ``tree`` with each leaf constrained to its sharding."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef.unflatten([jax.lax.with_sharding_constraint(leaf, sharding)
+                              for leaf, sharding in zip(leaves, shardings)])
+
+
 def held(group: dict, record: Any, index: int) -> Any:
     """The group's params as a step takes them; params written into the group since the last
     step (``group['params'] = tree``) are packed first."""
@@ -206,6 +224,10 @@ class GroupStorage:
     def _locals(self) -> tuple:
         """Per group, whether its params lie on one device (see :func:`local`)."""
         return tuple(local(g, r) for g, r in zip(self.param_groups, self._records))
+
+    def _placements(self) -> tuple:
+        """Per group, the shardings a step keeps (see :func:`placement`)."""
+        return tuple(placement(g, r) for g, r in zip(self.param_groups, self._records))
 
     def _offsets(self) -> list:
         return [r.offsets for r in self._records]

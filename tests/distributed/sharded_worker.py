@@ -96,6 +96,30 @@ def stateful_findings(opt, expected_params, expected_state):
 results["stateful"] = stateful_findings(
     optim.Adam(jax.tree.map(jnp.copy, params), lr=1e-3), params, optim.adam(1e-3).init(params))
 
+# A closure's matmuls would let XLA move a weight's sharding in the step's outputs (here the
+# last layer's, to P('data', 'model')); a group kept as a tree keeps every leaf's.
+mlp_rng = np.random.default_rng(1)
+small_mlp = {}
+for layer in range(3):
+    small_mlp[f"w{layer}"] = jax.device_put(
+        jnp.asarray(mlp_rng.normal(size=(16, 16)) * 0.3, jnp.float32), NamedSharding(mesh, P("data")))
+    small_mlp[f"b{layer}"] = jax.device_put(jnp.zeros(16), NamedSharding(mesh, P("model")))
+
+
+def mlp_loss(p, x):
+    for layer in range(3):
+        x = jax.nn.relu(x @ p[f"w{layer}"] + p[f"b{layer}"])
+    return x.sum()
+
+
+mlp_opt = optim.Adam(jax.tree.map(jnp.copy, small_mlp), lr=0.01)
+for _ in range(3):
+    mlp_opt.step(mlp_loss, jnp.ones((8, 16)))
+results["closure_keeps_shardings"] = {
+    "params": same_sharding(mlp_opt.params, small_mlp),
+    "state": same_sharding(mlp_opt._states()[0][0].exp_avg, small_mlp),
+}
+
 # A group of many sharded leaves keeps contiguous buffers, one per dtype and set of mesh axes,
 # each device holding its own shards: compared with the same optimizer keeping the tree.
 packed_specs = [P("data", "model"), P("model"), P(), P(None, "model"), P(("data", "model")),

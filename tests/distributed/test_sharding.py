@@ -130,3 +130,7 @@ def test_many_sharded_leaves_share_buffers_per_dtype_and_mesh_axes(findings):
     assert packed["bytes_per_device"] == packed["tree_bytes_per_device"] == [13066, 26136]
     assert packed["after_closures"] < 1e-4
     assert packed["two_meshes_keep_tree"]
+
+
+def test_a_closures_matmuls_do_not_move_the_params_shardings(findings):
+    assert findings["closure_keeps_shardings"] == {"params": True, "state": True}
