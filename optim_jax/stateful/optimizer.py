@@ -284,14 +284,13 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
         line-searched step."""
 
         evaluate = objective.evaluate  # not the objective: a cached program must not keep its arrays
-        options, packings, local = self._options, self._packings(), self._locals()
-        placements = self._placements()
+        options, layout = self._options, self._step_layout()
 
         def fused(held, states, vector, arrays, offsets):
-            trees = storage.views(packings, held, offsets)
+            trees = storage.views(layout[0], held, offsets)
             value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
-            held, states = update_groups(options, structures, packings, local, placements,
-                                         held, states, vector, grads)
+            held, states = update_groups(options, structures, *layout, held, states, vector,
+                                         grads)
             return value, changed, held, states
 
         return fused
@@ -354,17 +353,14 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
                     "opt.grad first, or pass a closure: opt.step(closure)"
                 )
 
-            packings, local, placements = self._packings(), self._locals(), self._placements()
-            apply = functools.partial(update_groups, self._options, structures, packings, local,
-                                      placements)
-            compiled = self._compile(("apply", structures, packings, local, placements), apply,
-                                     (0, 1))
+            layout = self._step_layout()
+            apply = functools.partial(update_groups, self._options, structures, *layout)
+            compiled = self._compile(("apply", structures, *layout), apply, (0, 1))
             held, states = compiled(self._held(), self._states(), vector, self._grad)
             self._commit(held, states, [], {})
             return None
         objective = self._objective(closure, args, kwargs)
-        key = ("closure", structures, self._packings(), self._locals(), self._placements(),
-               objective.key)
+        key = ("closure", structures, *self._step_layout(), objective.key)
         compiled = self._compile(key, self._closure_program(objective, structures), (0, 1),
                                  _family(closure))
         loss, changed, held, states = compiled(self._held(), self._states(), vector,

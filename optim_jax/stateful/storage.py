@@ -229,6 +229,11 @@ class GroupStorage:
         """Per group, the shardings a step keeps (see :func:`placement`)."""
         return tuple(placement(g, r) for g, r in zip(self.param_groups, self._records))
 
+    def _step_layout(self) -> tuple:
+        """What a step's program is traced for, besides the options: per group, its packing,
+        whether it is local, the shardings it keeps."""
+        return self._packings(), self._locals(), self._placements()
+
     def _offsets(self) -> list:
         return [r.offsets for r in self._records]
 
