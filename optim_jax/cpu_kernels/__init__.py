@@ -19,7 +19,6 @@ import os
 import pathlib
 
 import jax
-import numpy as np
 
 ADAM = "optim_jax_adam_f32"
 SGD = "optim_jax_sgd_f32"
@@ -68,7 +67,7 @@ def call(target: str, columns: list[list[jax.Array]], terms: jax.Array) -> list[
       target: :data:`ADAM` or :data:`SGD`.
       columns: the params, the gradients, then each state field the kernel reads: lists of
         float32 arrays of one length each, ``columns[c][b]`` of the shape of ``columns[0][b]``.
-      terms: the step's scalars, as the kernel reads them.
+      terms: the step's scalars, as the kernel reads them (more may follow, not read).
 
     Returns:
       The new params, then each new state field, column by column; each written in place of
@@ -83,23 +82,22 @@ def call(target: str, columns: list[list[jax.Array]], terms: jax.Array) -> list[
     return [list(flat[k * count:(k + 1) * count]) for k in range(len(kept))]
 
 
-def call_segments(target: str, whole: list[jax.Array], grads: list[jax.Array], offset: int,
+def call_segments(target: str, whole: list[jax.Array], grads: list[jax.Array],
                   terms: jax.Array) -> list[jax.Array]:
-    """Traced: one call of the kernel ``target`` over a span of one buffer per column, its
+    """Traced: one call of the kernel ``target`` over one buffer per column, its
     gradient given in segments (the leaves of a contiguous group, unconcatenated).
 
     Args:
       target: :data:`ADAM` or :data:`SGD`.
       whole: the params' buffer, then each state field's: float32, 1-D, of one length.
-      grads: float32 gradient segments, 1-D, laid end to end from element ``offset``.
-      offset: where the first segment starts in the buffers.
-      terms: the step's scalars, as the kernel reads them.
+      grads: float32 gradient segments, 1-D, laid end to end from the buffers' first element.
+      terms: the step's scalars, as the kernel reads them (more may follow, not read).
 
     Returns:
-      The params' buffer and each state field's, with the span stepped; written in place of
-      ``whole`` (the caller donates them).
+      The params' buffer and each state field's, stepped where the segments lie; written in
+      place of ``whole`` (the caller donates them).
     """
     results = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in whole]
     aliases = {1 + k: k for k in range(len(whole))}
     return list(jax.ffi.ffi_call(SEGMENTS[target], results, input_output_aliases=aliases)(
-        terms, *whole, *grads, offset=np.int64(offset)))
+        terms, *whole, *grads))

@@ -30,6 +30,11 @@ namespace {
 // Below this many elements in all a step runs on the calling thread alone: a handoff to the
 // pool costs more than a small step saves.
 constexpr int64_t kParallelMin = int64_t{1} << 17;
+// How many terms each kernel reads; a caller may append more (a value the call must wait for),
+// which are not read.
+constexpr int64_t kAdamTerms = 11, kSgdTerms = 7;
+
+ffi::Error TooFewTerms() { return ffi::Error::InvalidArgument("too few terms for the kernel"); }
 
 // A piece of one buffer: elements [lo, hi) of the step's buffer number `buffer`.
 struct Piece {
@@ -186,6 +191,7 @@ ffi::ErrorOr<Columns> Read(const ffi::RemainingArgs& args, const ffi::RemainingR
 
 ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::RemainingArgs args,
                     ffi::RemainingRets rets) {
+  if (terms.element_count() < kAdamTerms) return TooFewTerms();
   auto read = Read(args, rets, 4, 3);
   if (read.has_error()) return read.error();
   const Columns& c = *read;
@@ -200,6 +206,7 @@ ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Rema
 
 ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::RemainingArgs args,
                    ffi::RemainingRets rets) {
+  if (terms.element_count() < kSgdTerms) return TooFewTerms();
   auto read = Read(args, rets, 3, 2);
   if (read.has_error()) return read.error();
   const Columns& c = *read;
@@ -214,7 +221,7 @@ ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Remai
 
 // A step over one buffer per column (the params, then each state field) whose gradients come
 // as segments: segment k is the gradient of elements [starts[k], starts[k] + sizes[k]) of the
-// buffers, the segments laid end to end from element `offset`.
+// buffers, the segments laid end to end from the first element.
 struct Segments {
   std::vector<const float*> inputs;  // params, then each state field
   std::vector<float*> outputs;       // likewise
@@ -224,10 +231,9 @@ struct Segments {
 
 // Reads `args` (the params and `fields` state buffers, then the gradient segments) and `rets`
 // (the params and the state buffers), checking that the buffers have one length and that the
-// segments fit in it from `offset`.
+// segments fit in it.
 ffi::ErrorOr<Segments> ReadSegments(const ffi::RemainingArgs& args,
-                                    const ffi::RemainingRets& rets, size_t fields,
-                                    int64_t offset) {
+                                    const ffi::RemainingRets& rets, size_t fields) {
   const size_t whole = 1 + fields;
   if (args.size() <= whole || rets.size() != whole) {
     return ffi::Unexpected(ffi::Error::InvalidArgument("buffer counts do not form a step"));
@@ -246,7 +252,7 @@ ffi::ErrorOr<Segments> ReadSegments(const ffi::RemainingArgs& args,
     s.inputs.push_back(in->typed_data());
     s.outputs.push_back((*out)->typed_data());
   }
-  int64_t at = offset;
+  int64_t at = 0;
   for (size_t k = whole; k < args.size(); ++k) {
     auto grad = args.get<ffi::Buffer<ffi::F32>>(k);
     if (grad.has_error()) return ffi::Unexpected(grad.error());
@@ -255,15 +261,16 @@ ffi::ErrorOr<Segments> ReadSegments(const ffi::RemainingArgs& args,
     s.starts.push_back(at);
     at += grad->element_count();
   }
-  if (offset < 0 || at > length) {
+  if (at > length) {
     return ffi::Unexpected(ffi::Error::InvalidArgument("gradient segments overrun the buffers"));
   }
   return s;
 }
 
-ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, int64_t offset,
+ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
                             ffi::RemainingArgs args, ffi::RemainingRets rets) {
-  auto read = ReadSegments(args, rets, 2, offset);
+  if (terms.element_count() < kAdamTerms) return TooFewTerms();
+  auto read = ReadSegments(args, rets, 2);
   if (read.has_error()) return read.error();
   const Segments& c = *read;
   const float* t = terms.typed_data();
@@ -275,9 +282,10 @@ ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, i
   return ffi::Error::Success();
 }
 
-ffi::Error SgdSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, int64_t offset,
+ffi::Error SgdSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
                            ffi::RemainingArgs args, ffi::RemainingRets rets) {
-  auto read = ReadSegments(args, rets, 1, offset);
+  if (terms.element_count() < kSgdTerms) return TooFewTerms();
+  auto read = ReadSegments(args, rets, 1);
   if (read.has_error()) return read.error();
   const Segments& c = *read;
   const float* t = terms.typed_data();
@@ -306,15 +314,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .RemainingRets());
 
 // Arguments: the terms, then the params and each state field (one buffer each, aliased to the
-// results), then gradient segments laid end to end from element `offset` of those buffers;
-// results: the params, then each state field. A group's buffers are stepped by a chain of
-// such calls, each taking up to 32 segments.
+// results), then gradient segments laid end to end over those buffers; results: the params,
+// then each state field. One call steps a group's buffer.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimJaxAdamSegmentsF32, AdamSegmentsStep,
-    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Attr<int64_t>("offset")
-        .RemainingArgs().RemainingRets());
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().RemainingArgs()
+        .RemainingRets());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimJaxSgdSegmentsF32, SgdSegmentsStep,
-    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Attr<int64_t>("offset")
-        .RemainingArgs().RemainingRets());
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().RemainingArgs()
+        .RemainingRets());

@@ -135,12 +135,12 @@ class GroupOptions:
         return tx if self.state_layout is None else self.state_layout(tx)
 
     def step(self, options: dict, one_device: bool, params: Any, grads: Any,
-             state: Any, grad_parts: dict | None = None) -> tuple[Any, Any]:
+             state: Any, grad_parts: dict | None = None, after: Any = None) -> tuple[Any, Any]:
         """Traced: ``(new params, new state)`` of one step with the group's ``options``
         (:meth:`options_for`): the transform's update applied to ``params``, through a CPU
         kernel where one covers it (:func:`optim_jax.fused.fused_update`; arrays on one
-        device, the state in the transform's own layout). ``grad_parts``: for buffers, the
-        gradient unconcatenated, which a kernel reads instead of ``grads``."""
+        device, the state in the transform's own layout). ``grad_parts`` and ``after`` as
+        that function takes them."""
 
         def xla_update():
             updates, new_state = self._transform(options).update(grads, state, params)
@@ -149,7 +149,7 @@ class GroupOptions:
         if not one_device or self.state_layout is not None:
             return xla_update()
         return fused.fused_update(self.factory, options, params, grads, state, xla_update,
-                                  grad_parts)
+                                  grad_parts, after)
 
     def init_state(self, group: Mapping[str, Any], structure: tuple, params: Any) -> Any:
         """A fresh state for ``params`` with the group's current options.

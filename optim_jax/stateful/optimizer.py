@@ -290,7 +290,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
             trees = storage.views(layout[0], held, offsets)
             value, changed, grads = loss_and_gradients(evaluate, trees, arrays)
             held, states = update_groups(options, structures, *layout, held, states, vector,
-                                         grads)
+                                         grads, after=value)
             return value, changed, held, states
 
         return fused
@@ -375,7 +375,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
 
 def update_groups(
     options: GroupOptions, structures: tuple, packings: tuple, local: tuple, placements: tuple,
-    held: list, states: list, vector: Any, grads: list
+    held: list, states: list, vector: Any, grads: list, after: Any = None
 ) -> tuple[list, list]:
     """Traced: every group's update from its gradient leaves, over its held params (buffers
     where ``packings`` has a packing, else the tree). A group whose arrays are on one device
@@ -386,6 +386,8 @@ def update_groups(
     advances, as optim_jax keeps one per group). A gradient is cast to its parameter's dtype,
     so the state keeps the parameter's. Shapes and dtypes are checked once per compilation.
     A sharded group kept as a tree keeps its leaves' shardings (``placements``).
+    ``after``: the closure's loss, when the same program computes it from the params (see
+    :func:`optim_jax.fused.fused_update`).
     """
     offset, new_held, new_states = 0, [], []
     groups = zip(structures, packings, local, placements, held, grads, states)
@@ -404,10 +406,11 @@ def update_groups(
             for (path, p), g in zip(flat, leaves)
         ])
         if packing is None:
-            new, new_state = options.step(group_options, one_device, value, full, state)
+            new, new_state = options.step(group_options, one_device, value, full, state,
+                                          after=after)
         else:
             new, new_state = options.step(group_options, one_device, value, packing.pack(full),
-                                          state, packing.parts(full))
+                                          state, packing.parts(full), after)
         if not all(present):
             new, new_state = _keep_skipped(value, state, new, new_state, packing, present)
         if shardings is not None:

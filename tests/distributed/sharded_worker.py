@@ -154,9 +154,13 @@ two_meshes = dict(packed_params, odd=jax.device_put(jnp.ones((6, 4)),
                                                     NamedSharding(other_mesh, P(None, "y"))))
 
 
-def max_relative_difference(tree_a, tree_b):
-    return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
-                            / (np.abs(np.asarray(b, np.float64)) + 1e-6)))
+def max_scaled_difference(tree_a, tree_b):
+    """The largest difference of two trees' leaves, in roundings of each leaf's largest value
+    (its dtype's eps times it): a rounding shows near zero as well as anywhere (relative to
+    each element, a param at 6e-6 that differs by one float32 rounding of 2e-7 reads as
+    4e-2, which says nothing of the step)."""
+    return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+                     / (np.max(np.abs(np.asarray(b, np.float64))) * float(jnp.finfo(b.dtype).eps)))
                for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
 
 
@@ -192,7 +196,7 @@ for opt in (packed, tree_kept):
     opt.step(packed_loss)
 # The loss's gradient is differentiated through the shards' views, a program XLA fuses (and
 # so rounds) a little differently from the tree's.
-found["after_closures"] = max_relative_difference(packed.params, tree_kept.params)
+found["after_closures"] = max_scaled_difference(packed.params, tree_kept.params)
 found["two_meshes_keep_tree"] = optim.AdamW(two_meshes)._records[0].packing is None
 results["packed"] = found
 
