@@ -69,7 +69,6 @@ ROUND_TRIP = "jit round trip only"
 STATEFUL_GRAD = "optim_jax class: opt.grad = g; step()"
 STATEFUL_CLOSURE = "optim_jax class: step(closure)"
 OPTAX_GRAD = "optax: value_and_grad of the closure's loss + update"
-LOSS_GRAD = "jax: value_and_grad of the closure's loss alone"
 CONTIGUOUS = "optim_jax contiguous(tx)"
 TORCH_FLAVOURS = {
     "foreach=False": {"foreach": False},
@@ -249,16 +248,10 @@ def stateful_steps(algo: str, params: list, grads: list) -> dict[str, Callable[[
         jax.block_until_ready(closed.step(loss))
         jax.block_until_ready(closed._records[0].state)
 
-    def loss_grad(p, s, g):  # the least a step(closure) computes: the loss and its gradient
-        value, grads = jax.value_and_grad(linear_loss)(p, g)
-        return p, (grads, value)
-
     optax_grad = jit_loop(lambda p, s, g: optax_step(p, s[0], g),
                           [jnp.array(p) for p in params], (tx.init(params), jnp.float32(0)), grads)
-    loss_only = jit_loop(loss_grad, [jnp.array(p) for p in params],
-                         ([jnp.zeros_like(p) for p in params], jnp.float32(0)), grads)
     return {STATEFUL_GRAD: step_after_grad, STATEFUL_CLOSURE: step_closure,
-            OPTAX_GRAD: optax_grad, LOSS_GRAD: loss_only}
+            OPTAX_GRAD: optax_grad}
 
 
 def time_round_trip(tx: Any, params: list, grads: list, repeats: int) -> Timing:
@@ -411,13 +404,11 @@ def table(rows: list[Row]) -> str:
 def summary(rows: list[Row]) -> str:
     """Per case and algorithm: optim_jax's times (the pure step, the class's ``step()`` after
     ``opt.grad = g``, the class's ``step(closure)``) over optax's and over the best torch
-    flavour; the closure step also over optax's jitted gradient + update of the same loss,
-    and over the loss's jitted value and gradient alone (what any step(closure) computes)."""
+    flavour; the closure step also over optax's jitted gradient + update of the same loss."""
     lines = [
         "| case | algo | pure / optax | pure / best torch | class step() / optax "
-        "| class step() / best torch | class step(closure) / optax grad+update "
-        "| class step(closure) / loss's value_and_grad alone | best torch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| class step() / best torch | class step(closure) / optax grad+update | best torch |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     blocks = dict.fromkeys((r.case, r.algo) for r in rows if r.algo in BYTES_PER_PARAM)
     for case, algo in blocks:
@@ -428,8 +419,7 @@ def summary(rows: list[Row]) -> str:
             f"| {block['optim_jax'] / block[best]:.2f} "
             f"| {block[STATEFUL_GRAD] / block['optax']:.2f} "
             f"| {block[STATEFUL_GRAD] / block[best]:.2f} "
-            f"| {block[STATEFUL_CLOSURE] / block[OPTAX_GRAD]:.2f} "
-            f"| {block[STATEFUL_CLOSURE] / block[LOSS_GRAD]:.2f} | {best} |"
+            f"| {block[STATEFUL_CLOSURE] / block[OPTAX_GRAD]:.2f} | {best} |"
         )
     return "\n".join(lines)
 

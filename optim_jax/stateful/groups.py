@@ -9,6 +9,7 @@ group: its state, the structure of its options, its nnx Module and the ties.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -104,8 +105,9 @@ def new_group(
 
     Returns:
       ``(group, record, given)``: the group with its options filled in, its ``param_names`` and
-      a committed copy of its params (tied arrays collapsed); the :class:`GroupRecord`; the
-      leaves as given.
+      a committed copy of its params (tied arrays collapsed); the :class:`GroupRecord`, whose
+      ``state`` holds the fresh state's shapes and dtypes (``jax.ShapeDtypeStruct``) until
+      :func:`optim_jax.stateful.storage.initial_state` makes it; the leaves as given.
     """
     if not isinstance(param_group, dict):
         raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
@@ -158,8 +160,21 @@ def new_group(
     if variables is not None:  # the module holds the very arrays the optimizer steps
         nnx_bridge.set_values(variables, group["params"])
     structure = options.structure(group)
-    state = committed(options.init_state(group, structure, group["params"]))
-    return group, GroupRecord(state, structure, module, variables, ties, named), given
+    return group, GroupRecord(state_shapes(options, group, structure), structure, module,
+                              variables, ties, named), given
+
+
+def state_shapes(options: Any, group: dict, structure: tuple) -> Any:
+    """The shapes and dtypes of the group's fresh state. The state itself is made where the
+    group keeps it (:func:`optim_jax.stateful.storage.initial_state`): over a contiguous
+    group's buffers that is a few arrays instead of several per leaf. An ``init`` that rejects
+    the params raises its own error, as when called on them."""
+    init = functools.partial(options.init_state, group, structure)
+    try:
+        return jax.eval_shape(init, group["params"])
+    except Exception:
+        init(group["params"])  # raises as the transform does, without JAX's note on tracing
+        raise
 
 
 def split_names(group: dict[str, Any]) -> bool:

@@ -175,11 +175,13 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
         record.packing = storage.packing_for(
             group["params"], record.state, self.contiguous and self._options.state_layout is None,
             self._options.shared_up_to(group, group["params"]))
-        group = storage.ParamGroup.showing(group)
+        init = functools.partial(self._options.init_state, group, record.structure)
+        group, buffers = storage.ParamGroup.showing(group), None
         if record.packing is not None:
-            record.state = storage.stored_state(record, record.state)
             buffers = storage.run(record.packing, "pack", group["params"])
             record.offsets = storage.placed_offsets(record.packing, buffers)
+        record.state = storage.initial_state(record, init, group["params"], buffers)
+        if record.packing is not None:
             storage.keep(group, record, buffers)
         self.param_groups.append(group)
         self._records.append(record)

@@ -192,6 +192,19 @@ def discard_state_views(record: Any) -> None:
     record.state_views = None
 
 
+def initial_state(record: Any, init: Any, params: PyTree, buffers: dict | None) -> Any:
+    """A new group's fresh state, ``init(params)``, committed as the group keeps it. Over a
+    packing on one device, ``init(buffers)``: an elementwise transform's state over the buffers
+    is its state over the tree packed (each field's zeros or fill, laid out alike), made as a
+    few arrays instead of several per leaf (1000 leaves: ~0.3 s of eager calls and a packing
+    program saved). A sharded packing packs the tree's, which keeps each leaf's sharding."""
+    if record.packing is None:
+        return committed(init(params))
+    if record.packing.one_device:
+        return committed(init(buffers))
+    return committed(stored_state(record, init(params)))
+
+
 def stored_state(record: Any, state: Any) -> Any:
     """A state over the group's tree as the group keeps it."""
     return state if record.packing is None else run(record.packing, "pack_state", state)
