@@ -124,8 +124,13 @@ class Packing:
         Returns:
           ``{dtype name: 1-D buffer}``.
         """
-        return {key: jnp.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-                for key, arrays in self.parts(tree).items()}
+        return _joined(self.parts(tree))
+
+    def packed_and_parts(self, tree: PyTree) -> tuple[dict[str, jax.Array], dict | None]:
+        """``(pack(tree), parts(tree))``, flattening the leaves once (traced): what a step's
+        update takes, the buffers and the unconcatenated leaves a CPU kernel reads instead."""
+        parts = self.parts(tree)
+        return _joined(parts), parts
 
     def parts(self, tree: PyTree) -> dict[str, list]:
         """``tree``'s leaves, 1-D, per buffer: what :meth:`pack` concatenates (traced or not).
@@ -161,6 +166,12 @@ class Packing:
             leaves = [jax.lax.dynamic_slice(buffers[s.bucket], (o,), (s.size,))
                       for s, o in zip(self.slots, offsets)]
         return self.treedef.unflatten([x.reshape(s.shape) for x, s in zip(leaves, self.slots)])
+
+    def shapes(self) -> PyTree:
+        """The tree's leaves as ``jax.ShapeDtypeStruct``: what a traced step checks gradients
+        against, without slicing the buffers."""
+        return self.treedef.unflatten([jax.ShapeDtypeStruct(s.shape, jnp.dtype(s.dtype))
+                                       for s in self.slots])
 
     def offsets(self) -> list[np.ndarray]:
         """Each leaf's offset in its buffer as an int32 scalar, for :meth:`unpack`."""
@@ -198,6 +209,12 @@ class Packing:
             else value
             for _, value in fields
         ])
+
+
+def _joined(parts: dict[str, list]) -> dict[str, jax.Array]:
+    """Each buffer's 1-D leaves concatenated."""
+    return {key: jnp.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+            for key, arrays in parts.items()}
 
 
 @functools.lru_cache(maxsize=64)

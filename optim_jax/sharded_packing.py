@@ -126,6 +126,11 @@ class ShardedPacking(Packing):
                              out_specs=self.buffer_specs, check_vma=False)(
                                  *self.treedef.flatten_up_to(tree))
 
+    def packed_and_parts(self, tree: PyTree) -> tuple[dict[str, jax.Array], None]:
+        """``(pack(tree), None)``: no kernel steps sharded buffers (they are not on one
+        device), so no step reads their leaves unconcatenated."""
+        return self.pack(tree), None
+
     def unpack(self, buffers: dict[str, jax.Array], offsets: Any = None) -> PyTree:
         """The tree laid out in ``buffers``, each leaf with its own sharding (traced or not).
 

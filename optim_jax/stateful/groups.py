@@ -261,7 +261,7 @@ def gradient_for(param: Any, grad: Any, index: int, path: Any) -> Any:
         )
     if jnp.iscomplexobj(grad) and not jnp.iscomplexobj(param):
         raise TypeError(f"{where} is complex ({grad.dtype}), the parameter is {param.dtype}")
-    return grad.astype(param.dtype)
+    return grad if grad.dtype == param.dtype else grad.astype(param.dtype)
 
 
 def _without_names(tree: Any, names: list[str], what: str) -> list:

@@ -400,19 +400,21 @@ def update_groups(
             new_held.append(value)
             new_states.append(state)
             continue
-        params = value if packing is None else packing.unpack(value)
+        params = value if packing is None else packing.shapes()
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         present = [g is not None for g in leaves]
         full = treedef.unflatten([
-            jnp.zeros_like(p) if g is None else group_params.gradient_for(p, g, index, path)
+            jnp.zeros(p.shape, p.dtype) if g is None
+            else group_params.gradient_for(p, g, index, path)
             for (path, p), g in zip(flat, leaves)
         ])
         if packing is None:
             new, new_state = options.step(group_options, one_device, value, full, state,
                                           after=after)
         else:
-            new, new_state = options.step(group_options, one_device, value, packing.pack(full),
-                                          state, packing.parts(full), after)
+            packed, parts = packing.packed_and_parts(full)
+            new, new_state = options.step(group_options, one_device, value, packed, state,
+                                          parts, after)
         if not all(present):
             new, new_state = _keep_skipped(value, state, new, new_state, packing, present)
         if shardings is not None:
