@@ -127,8 +127,17 @@ class Packing:
         return _joined(self.parts(tree))
 
     def packed_and_parts(self, tree: PyTree) -> tuple[dict[str, jax.Array], dict | None]:
-        """``(pack(tree), parts(tree))``, flattening the leaves once (traced): what a step's
-        update takes, the buffers and the unconcatenated leaves a CPU kernel reads instead."""
+        """``(pack(tree), parts(tree))``, flattening the leaves once (traced or not).
+
+        What a step's update takes: the buffers, and the unconcatenated leaves a CPU kernel
+        reads instead.
+
+        Args:
+          tree: a tree with this packing's structure and shapes.
+
+        Returns:
+          ``({buffer key: 1-D buffer}, {buffer key: [1-D leaf, ...]})``.
+        """
         parts = self.parts(tree)
         return _joined(parts), parts
 
@@ -168,8 +177,13 @@ class Packing:
         return self.treedef.unflatten([x.reshape(s.shape) for x, s in zip(leaves, self.slots)])
 
     def shapes(self) -> PyTree:
-        """The tree's leaves as ``jax.ShapeDtypeStruct``: what a traced step checks gradients
-        against, without slicing the buffers."""
+        """The tree, each leaf as a ``jax.ShapeDtypeStruct`` of its shape and dtype.
+
+        A traced step checks gradients against these without slicing the buffers.
+
+        Returns:
+          A tree of this packing's structure.
+        """
         return self.treedef.unflatten([jax.ShapeDtypeStruct(s.shape, jnp.dtype(s.dtype))
                                        for s in self.slots])
 

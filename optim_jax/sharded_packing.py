@@ -127,8 +127,16 @@ class ShardedPacking(Packing):
                                  *self.treedef.flatten_up_to(tree))
 
     def packed_and_parts(self, tree: PyTree) -> tuple[dict[str, jax.Array], None]:
-        """``(pack(tree), None)``: no kernel steps sharded buffers (they are not on one
-        device), so no step reads their leaves unconcatenated."""
+        """``(pack(tree), None)``: no step reads sharded leaves unconcatenated.
+
+        No CPU kernel steps sharded buffers (they are not on one device).
+
+        Args:
+          tree: a tree with this packing's structure and shapes.
+
+        Returns:
+          ``(pack(tree), None)``.
+        """
         return self.pack(tree), None
 
     def unpack(self, buffers: dict[str, jax.Array], offsets: Any = None) -> PyTree:

@@ -6,17 +6,26 @@ Runs in a subprocess: the device count must be set before JAX starts.
 """
 
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-@pytest.fixture(scope="module")
-def findings(tmp_path_factory) -> dict:
+from helpers import early
+
+def worker_run(folder: str) -> tuple[list[str], dict]:
     worker = Path(__file__).with_name("checkpoint_worker.py")
-    out = subprocess.run([sys.executable, str(worker), str(tmp_path_factory.mktemp("ckpt"))],
-                         check=True, capture_output=True, text=True, timeout=300)
+    return [sys.executable, str(worker), folder], dict(os.environ)
+
+
+EARLY = {"checkpoint_worker": worker_run}  # ~10 s: it runs beside the rest of the suite
+
+
+@pytest.fixture(scope="module")
+def findings() -> dict:
+    out = early.finished("checkpoint_worker", worker_run)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -5,18 +5,26 @@ splits the state of replicated params. Runs in a subprocess: the device count mu
 JAX starts."""
 
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import early
+
+
+def worker_run(folder: str) -> tuple[list[str], dict]:
+    return [sys.executable, str(Path(__file__).with_name("sharded_worker.py"))], dict(os.environ)
+
+
+EARLY = {"sharded_worker": worker_run}  # ~25 s: it runs beside the rest of the suite
+
 
 @pytest.fixture(scope="module")
 def findings():
-    worker = Path(__file__).with_name("sharded_worker.py")
-    out = subprocess.run([sys.executable, str(worker)], check=True, capture_output=True, text=True,
-                         timeout=300)
+    out = early.finished("sharded_worker", worker_run)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

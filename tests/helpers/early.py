@@ -3,7 +3,9 @@
 The suite's own process keeps about 1.2 of 2 cores busy (XLA compiles on one thread), so a test
 that runs a long subprocess (the README's blocks, ~30 s) lets it run beside the rest of the
 suite instead of after it: ``tests/conftest.py`` starts the subprocess of every collected test
-marked :func:`starts_early`, and the test collects the result with :func:`finished`.
+marked :func:`starts_early`, and the test collects the result with :func:`finished`. A module
+whose fixture runs a subprocess for all its tests (the 8-device workers) names it in a
+module-level ``EARLY = {key: command}``, started once when any of its tests is collected.
 """
 
 from __future__ import annotations
