@@ -18,6 +18,7 @@ from typing import Callable
 
 Command = Callable[[str], tuple[list[str], dict]]
 _RUNNING: dict[str, subprocess.Popen] = {}
+_FOLDERS: dict[str, str] = {}
 
 
 def starts_early(command: Command) -> Callable:
@@ -38,7 +39,7 @@ def start(key: str, command: Command) -> None:
                                stderr=subprocess.PIPE, text=True)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     atexit.register(process.kill)  # an interrupted run leaves nothing behind
-    _RUNNING[key] = process
+    _RUNNING[key], _FOLDERS[key] = process, folder
 
 
 def finished(key: str, command: Command, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -48,3 +49,8 @@ def finished(key: str, command: Command, timeout: float = 300) -> subprocess.Com
     process = _RUNNING.pop(key)
     stdout, stderr = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def folder(key: str) -> str:
+    """The folder the subprocess of ``key`` ran in (what it wrote is there until the end)."""
+    return _FOLDERS[key]

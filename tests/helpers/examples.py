@@ -6,7 +6,6 @@ import contextlib
 import importlib
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,17 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def run_script(script: str, cwd: Path, *flags: str, env=None) -> subprocess.CompletedProcess:
-    """Runs ``examples/<script>`` with ``flags`` in ``cwd``; returns its output (the progress
-    bar is on stderr). The checkout under test comes first on the path, whatever is installed."""
+def script_command(script: str, *flags: str, env=None) -> tuple[list[str], dict]:
+    """``(argv, env)`` that run ``examples/<script>`` with ``flags``, the checkout under test
+    first on the path, whatever is installed."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *flags], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed
+    return [sys.executable, str(EXAMPLES / script), *flags], env
 
 
 def run_main(script: str, argv: list[str], monkeypatch, capsys):

@@ -8,11 +8,13 @@ setting is restored after it."""
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
+from helpers import early
 from helpers.examples import (assert_png, global_x64_restored, printed_accuracy, run_main,
-                              run_script)
+                              script_command)
 
 EPOCH_METRICS = ["loss=", "test_acc="]  # what the progress bar shows after each epoch
 
@@ -99,13 +101,21 @@ def test_swa_ema_example_fast(tmp_path, monkeypatch, capsys):
 # -- data_parallel.py: 8 fake CPU devices, so a script of its own ------------------------------
 
 
-@pytest.fixture(scope="module")
-def data_parallel(tmp_path_factory) -> tuple[str, object]:
-    """The script's output, and the PNG it saved where it saves one by default."""
-    cwd = tmp_path_factory.mktemp("data_parallel")
+def data_parallel_run(folder: str) -> tuple[list[str], dict]:
     # Without a device count of the caller's, the script makes its own 8 devices.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return run_script("data_parallel.py", cwd, "--fast", env=env).stdout, cwd / "data_parallel.png"
+    return script_command("data_parallel.py", "--fast", env=env)
+
+
+EARLY = {"data_parallel_example": data_parallel_run}  # ~9 s: it runs beside the suite
+
+
+@pytest.fixture(scope="module")
+def data_parallel() -> tuple[str, object]:
+    """The script's output, and the PNG it saved where it saves one by default."""
+    completed = early.finished("data_parallel_example", data_parallel_run)
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout, Path(early.folder("data_parallel_example")) / "data_parallel.png"
 
 
 def held_bytes(stdout: str) -> dict[int, tuple[int, int]]:
