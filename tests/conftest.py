@@ -70,13 +70,11 @@ def xla_compilations():
 def pytest_collection_finish(session):
     """Starts the subprocesses of the collected tests marked ``early.starts_early``, and those
     their modules name in ``EARLY``."""
-    modules = {}
+    by_modules = {}
     for item in session.items:
         command = getattr(getattr(item, "function", None), "early_command", None)
         if command is not None:
             early.start(item.nodeid, command)
-        module = getattr(item, "module", None)
-        modules[id(module)] = getattr(module, "EARLY", {})
-    for key, command in {k: c for early_commands in modules.values()
-                         for k, c in early_commands.items()}.items():
+        by_modules.update(getattr(getattr(item, "module", None), "EARLY", {}))
+    for key, command in by_modules.items():
         early.start(key, command)

@@ -51,6 +51,13 @@ def finished(key: str, command: Command, timeout: float = 300) -> subprocess.Com
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def succeeded(key: str, command: Command) -> subprocess.CompletedProcess:
+    """:func:`finished`, checked to have exited cleanly (its stderr shown if not)."""
+    completed = finished(key, command)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
 def folder(key: str) -> str:
     """The folder the subprocess of ``key`` ran in (what it wrote is there until the end)."""
     return _FOLDERS[key]

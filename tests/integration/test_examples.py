@@ -113,8 +113,7 @@ EARLY = {"data_parallel_example": data_parallel_run}  # ~9 s: it runs beside the
 @pytest.fixture(scope="module")
 def data_parallel() -> tuple[str, object]:
     """The script's output, and the PNG it saved where it saves one by default."""
-    completed = early.finished("data_parallel_example", data_parallel_run)
-    assert completed.returncode == 0, completed.stderr
+    completed = early.succeeded("data_parallel_example", data_parallel_run)
     return completed.stdout, Path(early.folder("data_parallel_example")) / "data_parallel.png"
 
 
