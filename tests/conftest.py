@@ -67,9 +67,20 @@ def xla_compilations():
     return lambda: len(_BACKEND_COMPILES) - start
 
 
+def _waits_on_early(item) -> bool:
+    return (getattr(getattr(item, "function", None), "early_command", None) is not None
+            or bool(getattr(getattr(item, "module", None), "EARLY", None)))
+
+
+def pytest_collection_modifyitems(items):
+    """Runs the tests that wait on an early subprocess last (in their order), so that the suite
+    works beside those subprocesses instead of waiting for them."""
+    items.sort(key=_waits_on_early)
+
+
 def pytest_collection_finish(session):
-    """Starts the subprocesses of the collected tests marked ``early.starts_early``, and those
-    their modules name in ``EARLY``."""
+    """Queues the subprocesses of the collected tests marked ``early.starts_early``, and those
+    their modules name in ``EARLY``, and starts the first."""
     by_modules = {}
     for item in session.items:
         command = getattr(getattr(item, "function", None), "early_command", None)
@@ -78,3 +89,8 @@ def pytest_collection_finish(session):
         by_modules.update(getattr(getattr(item, "module", None), "EARLY", {}))
     for key, command in by_modules.items():
         early.start(key, command)
+    early.pump()
+
+
+def pytest_runtest_setup(item):
+    early.pump()

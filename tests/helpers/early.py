@@ -1,11 +1,13 @@
-"""Subprocesses that tests wait on, started as soon as collection ends.
+"""Subprocesses that tests wait on, run beside the suite one at a time from when collection ends.
 
 The suite's own process keeps about 1.2 of 2 cores busy (XLA compiles on one thread), so a test
-that runs a long subprocess (the README's blocks, ~30 s) lets it run beside the rest of the
-suite instead of after it: ``tests/conftest.py`` starts the subprocess of every collected test
-marked :func:`starts_early`, and the test collects the result with :func:`finished`. A module
-whose fixture runs a subprocess for all its tests (the 8-device workers) names it in a
-module-level ``EARLY = {key: command}``, started once when any of its tests is collected.
+whose work is a subprocess (the README's blocks, the examples, the benchmarks, the 8-device
+workers) has it run on the spare core instead of holding the suite up: ``tests/conftest.py``
+queues the subprocess of every collected test marked :func:`starts_early`, and those a module
+names in a module-level ``EARLY = {key: command}``, and runs the tests that wait on them last.
+Between tests, :func:`pump` starts the next queued one once the one running has ended (running
+them all at once would only make them take turns on the cores); a test that wants one not yet
+started starts it at once. The test collects the result with :func:`finished`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,20 @@ import atexit
 import shutil
 import subprocess
 import tempfile
-from typing import Callable
+from typing import Callable, NamedTuple
 
 Command = Callable[[str], tuple[list[str], dict]]
-_RUNNING: dict[str, subprocess.Popen] = {}
+AT_ONCE = 1  # queued subprocesses running at a time
+
+
+class _Run(NamedTuple):
+    argv: list[str]
+    env: dict
+    folder: str
+
+
+_QUEUED: dict[str, _Run] = {}  # in the order they were queued
+_RUNNING: dict[str, tuple[subprocess.Popen, object, object]] = {}  # process, stdout, stderr
 _FOLDERS: dict[str, str] = {}
 
 
@@ -32,23 +44,40 @@ def starts_early(command: Command) -> Callable:
 
 
 def start(key: str, command: Command) -> None:
-    """Starts ``command``'s subprocess for the test ``key``."""
+    """Queues ``command``'s subprocess for the test ``key`` (see :func:`pump`)."""
     folder = tempfile.mkdtemp(prefix="optim_jax_early_")
-    argv, env = command(folder)
-    process = subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    argv, env = command(folder)
+    _QUEUED[key], _FOLDERS[key] = _Run(argv, env, folder), folder
+
+
+def pump() -> None:
+    """Starts queued subprocesses while fewer than ``AT_ONCE`` are running."""
+    while _QUEUED and sum(p.poll() is None for p, _, _ in _RUNNING.values()) < AT_ONCE:
+        _launch(next(iter(_QUEUED)))
+
+
+def _launch(key: str) -> None:
+    run = _QUEUED.pop(key)
+    # Files, not pipes: nobody reads a pipe until the test comes, and a full one would stall
+    # the subprocess.
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(run.argv, cwd=run.folder, env=run.env, stdout=out, stderr=err)
     atexit.register(process.kill)  # an interrupted run leaves nothing behind
-    _RUNNING[key], _FOLDERS[key] = process, folder
+    _RUNNING[key] = process, out, err
 
 
 def finished(key: str, command: Command, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The finished subprocess of the test ``key``, started now if it was not started early."""
-    if key not in _RUNNING:
+    """The finished subprocess of the test ``key``, started now if it was not started yet."""
+    if key not in _RUNNING and key not in _QUEUED:
         start(key, command)
-    process = _RUNNING.pop(key)
-    stdout, stderr = process.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    if key in _QUEUED:
+        _launch(key)
+    process, out, err = _RUNNING.pop(key)
+    process.wait(timeout=timeout)
+    out.seek(0)
+    err.seek(0)
+    return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
 
 
 def succeeded(key: str, command: Command) -> subprocess.CompletedProcess:

@@ -1,10 +1,9 @@
 """Every example runs end to end, prints what its docstring promises and saves its plot.
 
-The README's quickstart command runs as written (no arguments, full length, the plot in the
-current folder); the others run in their ``--fast`` mode. They run in this process through
-``main(argv)``, except ``data_parallel.py``, which sets the device count before JAX starts: a
-script of its own, as a user runs it. ``lbfgs_logistic.py`` switches float64 on at import; the
-setting is restored after it."""
+Each runs as a script, as a user runs it (a fresh interpreter, the checkout under test first on
+the path), beside the rest of the suite (``helpers.early``). The README's quickstart command runs
+as written (no arguments, full length, the plot in the current folder); the others run in their
+``--fast`` mode. ``data_parallel.py`` makes its own 8 CPU devices."""
 
 import os
 import re
@@ -13,50 +12,75 @@ from pathlib import Path
 import pytest
 
 from helpers import early
-from helpers.examples import (assert_png, global_x64_restored, printed_accuracy, run_main,
-                              script_command)
+from helpers.examples import assert_png, printed_accuracy, script_command
 
 EPOCH_METRICS = ["loss=", "test_acc="]  # what the progress bar shows after each epoch
+TRAINING = {  # the training examples' runs: flags, least accuracy, progress bar keys
+    "scheduler-SGD": ("train_with_scheduler.py", [], 0.92,
+                      [*EPOCH_METRICS, "lr_hidden=", "lr_output="]),
+    "scheduler-AdamW": ("train_with_scheduler.py", ["--optimizer", "adamw"], 0.88,
+                        [*EPOCH_METRICS, "lr_hidden=", "lr_output="]),
+    "functional-loop": ("functional_loop.py", [], 0.90, EPOCH_METRICS),
+}
+
+
+def fast_run(script: str, *flags: str) -> early.Command:
+    """The command of ``script --fast --plot plot.png flags`` (the plot in its folder)."""
+    return lambda folder: script_command(script, "--fast", "--plot",
+                                         str(Path(folder) / "plot.png"), *flags)
+
+
+def data_parallel_run(folder: str) -> tuple[list[str], dict]:
+    # Without a device count of the caller's, the script makes its own 8 devices.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return script_command("data_parallel.py", "--fast", env=env)
+
+
+RUNS = {
+    "quickstart": lambda folder: script_command("quickstart.py"),
+    **{name: fast_run(script, *flags) for name, (script, flags, _, _) in TRAINING.items()},
+    "lbfgs": fast_run("lbfgs_logistic.py"),
+    "nnx": fast_run("nnx_model.py"),
+    "swa_ema": fast_run("swa_ema.py"),
+    "data_parallel": data_parallel_run,
+}
+EARLY = {f"examples: {name}": command for name, command in RUNS.items()}
+
+
+def example(name: str) -> tuple[str, str, Path]:
+    """The finished run ``name`` of :data:`RUNS`: (stdout, stderr, the folder it ran in)."""
+    key = f"examples: {name}"
+    completed = early.succeeded(key, EARLY[key])
+    return completed.stdout, completed.stderr, Path(early.folder(key))
 
 
 def last_progress_update(stderr: str) -> str:
     return stderr.split("\r")[-1]  # the progress bar after the last epoch
 
 
-def test_quickstart_as_the_readme_runs_it(tmp_path, monkeypatch, capsys):
-    """``python examples/quickstart.py`` (its ``main`` without arguments, in a fresh current
-    directory): about 97%, the plot in the current directory."""
-    monkeypatch.chdir(tmp_path)
-    _, stdout, stderr = run_main("quickstart.py", [], monkeypatch, capsys)
+def test_quickstart_as_the_readme_runs_it():
+    """``python examples/quickstart.py`` (no arguments, in a fresh current directory): about
+    97%, the plot in the current directory."""
+    stdout, stderr, folder = example("quickstart")
     assert printed_accuracy(stdout) >= 0.95
     last_update = last_progress_update(stderr)
     assert all(key in last_update for key in EPOCH_METRICS), last_update
-    assert_png(tmp_path / "quickstart.png")
+    assert_png(folder / "quickstart.png")
 
 
-@pytest.mark.parametrize("script, flags, min_accuracy, progress", [
-    ("train_with_scheduler.py", [], 0.92, [*EPOCH_METRICS, "lr_hidden=", "lr_output="]),
-    ("train_with_scheduler.py", ["--optimizer", "adamw"], 0.88,
-     [*EPOCH_METRICS, "lr_hidden=", "lr_output="]),
-    ("functional_loop.py", [], 0.90, EPOCH_METRICS),
-], ids=["scheduler-SGD", "scheduler-AdamW", "functional-loop"])
-def test_training_example_fast(script, flags, min_accuracy, progress, tmp_path, monkeypatch,
-                               capsys):
-    plot = tmp_path / "curves.png"
-    _, stdout, stderr = run_main(script, ["--fast", "--plot", str(plot), *flags], monkeypatch,
-                                 capsys)
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_example_fast(name):
+    _, _, min_accuracy, progress = TRAINING[name]
+    stdout, stderr, folder = example(name)
     assert printed_accuracy(stdout) >= min_accuracy
-    assert f"saved to {plot}" in stdout
+    assert f"saved to {folder / 'plot.png'}" in stdout
     last_update = last_progress_update(stderr)
     assert all(key in last_update for key in progress), last_update
-    assert_png(plot)
+    assert_png(folder / "plot.png")
 
 
-def test_lbfgs_faces_agree_with_scipy(tmp_path, monkeypatch, capsys):
-    plot = tmp_path / "lbfgs.png"
-    with global_x64_restored():
-        _, stdout, _ = run_main("lbfgs_logistic.py", ["--fast", "--plot", str(plot)], monkeypatch,
-                                capsys)
+def test_lbfgs_faces_agree_with_scipy():
+    stdout, _, folder = example("lbfgs")
     rows = {
         match["solver"]: match
         for match in re.finditer(
@@ -72,49 +96,37 @@ def test_lbfgs_faces_agree_with_scipy(tmp_path, monkeypatch, capsys):
     for row in (torch_style, pure, scipy):
         assert float(row["acc"]) >= 95.0
         assert int(row["iters"]) < 1000  # converged, not stopped by the iteration limit
-    assert_png(plot)
+    assert_png(folder / "plot.png")
 
 
-def test_nnx_example_trains_and_writes_dropout_keys_back(tmp_path, monkeypatch, capsys):
-    plot = tmp_path / "nnx.png"
-    _, stdout, _ = run_main("nnx_model.py", ["--fast", "--plot", str(plot)], monkeypatch, capsys)
+def test_nnx_example_trains_and_writes_dropout_keys_back():
+    stdout, _, folder = example("nnx")
     assert printed_accuracy(stdout) >= 0.88
     drawn = re.search(r"^dropout keys drawn: (\d+) \(one per step: (\d+)\)$", stdout,
                       re.MULTILINE)
     assert drawn and drawn[1] == drawn[2] != "0", stdout
-    assert_png(plot)
+    assert_png(folder / "plot.png")
 
 
-def test_swa_ema_example_fast(tmp_path, monkeypatch, capsys):
+def test_swa_ema_example_fast():
     """The last, SWA and EMA weights all score; the three accuracies are printed."""
-    plot = tmp_path / "swa_ema.png"
-    returned, stdout, _ = run_main("swa_ema.py", ["--fast", "--plot", str(plot)], monkeypatch,
-                                   capsys)
-    printed = dict(re.findall(r"^test accuracy, (\S+) weights: (\d+\.\d)%$", stdout, re.MULTILINE))
-    assert printed == {name: f"{100 * value:.1f}" for name, value in returned.items()}, stdout
-    assert set(returned) == {"last", "SWA", "EMA"}
-    assert all(value >= 0.9 for value in returned.values()), returned
-    assert f"saved to {plot}" in stdout
-    assert_png(plot)
+    stdout, _, folder = example("swa_ema")
+    printed = dict(re.findall(r"^test accuracy, (\S+) weights: (\d+\.\d)%$", stdout,
+                              re.MULTILINE))
+    assert set(printed) == {"last", "SWA", "EMA"}, stdout
+    assert all(float(value) >= 90 for value in printed.values()), printed
+    assert f"saved to {folder / 'plot.png'}" in stdout
+    assert_png(folder / "plot.png")
 
 
-# -- data_parallel.py: 8 fake CPU devices, so a script of its own ------------------------------
-
-
-def data_parallel_run(folder: str) -> tuple[list[str], dict]:
-    # Without a device count of the caller's, the script makes its own 8 devices.
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return script_command("data_parallel.py", "--fast", env=env)
-
-
-EARLY = {"data_parallel_example": data_parallel_run}  # ~9 s: it runs beside the suite
+# -- data_parallel.py: 8 fake CPU devices ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def data_parallel() -> tuple[str, object]:
+def data_parallel() -> tuple[str, Path]:
     """The script's output, and the PNG it saved where it saves one by default."""
-    completed = early.succeeded("data_parallel_example", data_parallel_run)
-    return completed.stdout, Path(early.folder("data_parallel_example")) / "data_parallel.png"
+    stdout, _, folder = example("data_parallel")
+    return stdout, folder / "data_parallel.png"
 
 
 def held_bytes(stdout: str) -> dict[int, tuple[int, int]]:
