@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -97,27 +98,43 @@ void ParallelFor(ffi::ThreadPool& pool, const std::vector<int64_t>& sizes,
   }
 }
 
+// The element loops are compiled once per combination of the terms that switch an operation on
+// or off (a weight decay, maximize, Adam's first-step form, nesterov): with the switches as
+// runtime values the vectorised loop computes both sides and blends them, ~7% slower on a step
+// that is otherwise bound by memory. `sign` is +1 unless maximizing, and x * 1 is x.
+enum Switch { kScaled = 1, kL2 = 2, kThird = 4, kFourth = 8 };
+
+// Which loop serves a step: the switches its terms set.
+int Switches(float sign, int flags, bool third) {
+  return (sign != 1.f ? kScaled : 0) | (flags & 1 ? kL2 : 0) | (third ? kThird : 0) |
+         (flags & 2 ? kFourth : 0);
+}
+
+using AdamLoop = void (*)(int64_t, int64_t, const float*, const float*, const float*,
+                          const float*, const float*, float*, float*, float*);
+using SgdLoop = void (*)(int64_t, int64_t, const float*, const float*, const float*,
+                         const float*, float*, float*);
+
 // terms: sign, l2, from_m, coef, beta2, one_minus_beta2, inverse_correction2_sqrt, eps, scale,
 //        decay_m1, flags (1: L2 weight decay, 2: decoupled weight decay)
+// switches: kThird: from_m; kFourth: decoupled weight decay.
+template <int S>
 void AdamRange(int64_t lo, int64_t hi, const float* t, const float* __restrict__ P,
                const float* __restrict__ G, const float* __restrict__ M,
                const float* __restrict__ V, float* __restrict__ PO, float* __restrict__ MO,
                float* __restrict__ VO) {
   const float sign = t[0], l2 = t[1], coef = t[3], beta2 = t[4], one_minus_beta2 = t[5];
   const float inverse_correction2_sqrt = t[6], eps = t[7], scale = t[8], decay_m1 = t[9];
-  const bool from_m = t[2] != 0.f;
-  const int flags = static_cast<int>(t[10]);
-  const bool l2_decay = flags & 1, decoupled = flags & 2;
   for (int64_t i = lo; i < hi; ++i) {
     const float p = P[i];
-    float g = sign * G[i];
-    if (l2_decay) g = std::fma(l2, p, g);
+    float g = S & kScaled ? sign * G[i] : G[i];
+    if (S & kL2) g = std::fma(l2, p, g);
     const float m = M[i];
-    const float m_new = std::fma(coef, g - m, from_m ? m : g);
+    const float m_new = std::fma(coef, g - m, S & kThird ? m : g);
     const float v_new = std::fma(V[i], beta2, (one_minus_beta2 * g) * g);
     const float denom = std::fma(std::sqrt(v_new), inverse_correction2_sqrt, eps);
     float u = (m_new * scale) / denom;
-    if (decoupled) u = std::fma(decay_m1, p, u);
+    if (S & kFourth) u = std::fma(decay_m1, p, u);
     PO[i] = p + u;
     MO[i] = m_new;
     VO[i] = v_new;
@@ -125,22 +142,45 @@ void AdamRange(int64_t lo, int64_t hi, const float* t, const float* __restrict__
 }
 
 // terms: sign, l2, decay, keep, momentum, neg_lr, flags (1: L2 weight decay, 2: nesterov)
+// switches: kFourth: nesterov.
+template <int S>
 void SgdRange(int64_t lo, int64_t hi, const float* t, const float* __restrict__ P,
               const float* __restrict__ G, const float* __restrict__ B, float* __restrict__ PO,
               float* __restrict__ BO) {
   const float sign = t[0], l2 = t[1], decay = t[2], keep = t[3], momentum = t[4];
   const float neg_lr = t[5];
-  const int flags = static_cast<int>(t[6]);
-  const bool l2_decay = flags & 1, nesterov = flags & 2;
   for (int64_t i = lo; i < hi; ++i) {
     const float p = P[i];
-    float g = sign * G[i];
-    if (l2_decay) g = std::fma(l2, p, g);
+    float g = S & kScaled ? sign * G[i] : G[i];
+    if (S & kL2) g = std::fma(l2, p, g);
     const float b_new = std::fma(B[i], decay, keep * g);
-    const float d = nesterov ? std::fma(momentum, b_new, g) : b_new;
+    const float d = S & kFourth ? std::fma(momentum, b_new, g) : b_new;
     PO[i] = std::fma(d, neg_lr, p);
     BO[i] = b_new;
   }
+}
+
+template <int... S>
+AdamLoop AdamLoopFor(int switches, std::integer_sequence<int, S...>) {
+  static constexpr AdamLoop loops[] = {AdamRange<S>...};
+  return loops[switches];
+}
+
+template <int... S>
+SgdLoop SgdLoopFor(int switches, std::integer_sequence<int, S...>) {
+  static constexpr SgdLoop loops[] = {SgdRange<S>...};
+  return loops[switches];
+}
+
+// The loop compiled for a step's terms.
+AdamLoop AdamLoopFor(const float* t) {
+  return AdamLoopFor(Switches(t[0], static_cast<int>(t[10]), t[2] != 0.f),
+                     std::make_integer_sequence<int, 16>());
+}
+
+SgdLoop SgdLoopFor(const float* t) {
+  return SgdLoopFor(Switches(t[0], static_cast<int>(t[6]), false),
+                    std::make_integer_sequence<int, 16>());
 }
 
 // A step's buffers, column by column: `inputs[c][b]` is input column c's buffer b (the
@@ -196,9 +236,10 @@ ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Rema
   if (read.has_error()) return read.error();
   const Columns& c = *read;
   const float* t = terms.typed_data();
+  const AdamLoop loop = AdamLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const size_t b = s.buffer;
-    AdamRange(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.inputs[3][b],
+    loop(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.inputs[3][b],
               c.outputs[0][b], c.outputs[1][b], c.outputs[2][b]);
   });
   return ffi::Error::Success();
@@ -211,9 +252,10 @@ ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Remai
   if (read.has_error()) return read.error();
   const Columns& c = *read;
   const float* t = terms.typed_data();
+  const SgdLoop loop = SgdLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const size_t b = s.buffer;
-    SgdRange(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.outputs[0][b],
+    loop(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.outputs[0][b],
              c.outputs[1][b]);
   });
   return ffi::Error::Success();
@@ -274,9 +316,10 @@ ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
   if (read.has_error()) return read.error();
   const Segments& c = *read;
   const float* t = terms.typed_data();
+  const AdamLoop loop = AdamLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const int64_t o = c.starts[s.buffer];
-    AdamRange(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
+    loop(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
               c.inputs[2] + o, c.outputs[0] + o, c.outputs[1] + o, c.outputs[2] + o);
   });
   return ffi::Error::Success();
@@ -289,9 +332,10 @@ ffi::Error SgdSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
   if (read.has_error()) return read.error();
   const Segments& c = *read;
   const float* t = terms.typed_data();
+  const SgdLoop loop = SgdLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const int64_t o = c.starts[s.buffer];
-    SgdRange(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
+    loop(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
              c.outputs[0] + o, c.outputs[1] + o);
   });
   return ffi::Error::Success();

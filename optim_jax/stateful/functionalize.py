@@ -33,6 +33,7 @@ import numpy as np
 
 from optim_jax.stateful import nnx_bridge
 from optim_jax.stateful.compile_cache import Named
+from optim_jax.stateful.groups import every_leaf
 
 _MAX_DEPTH = 8
 
@@ -92,6 +93,15 @@ def _static(x: Any) -> Any:
 _LOADS = {"LOAD_GLOBAL", "LOAD_NAME"}
 _SCALARS = (int, float, complex, bool, str, bytes, type(None))
 _ARRAY = "array"
+_ALL_TRACED = "every leaf traced"
+
+
+@functools.lru_cache(maxsize=256)
+def _module_inside(treedef: Any) -> bool:
+    """Whether a structure has an nnx Module among its nodes (once per structure)."""
+    data = treedef.node_data()
+    return (data is not None and nnx_bridge.is_module_type(data[0])) or any(
+        map(_module_inside, treedef.children()))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -122,12 +132,19 @@ def _split_value(
         return _split(value, found, depth + 1)
     if nnx_bridge.is_module(value):
         return _split_module(value, found)
-    # Modules stop the flattening (split_call splits them together); with none inside, the
-    # leaves are the plain flattening's, so one pass serves both cases.
     modules_loaded = "flax.nnx" in sys.modules
-    leaves, treedef = jax.tree.flatten(
-        value, is_leaf=nnx_bridge.is_module if modules_loaded else None
-    )
+    leaves, treedef = jax.tree.flatten(value)
+    if every_leaf(leaves, functools.partial(_traced, numbers=numbers)) and not (
+            modules_loaded and _module_inside(treedef)):
+        # Arrays only (a batch, a list of targets): no walk over the leaves.
+        start, count = len(found.arrays), len(leaves)
+        found.arrays.extend(leaves)
+        return (treedef, _ALL_TRACED), lambda traced: treedef.unflatten(
+            traced.arrays[start:start + count])
+    if modules_loaded:
+        # Modules stop the flattening (split_call splits them together); with none inside,
+        # the leaves are the plain flattening's.
+        leaves, treedef = jax.tree.flatten(value, is_leaf=nnx_bridge.is_module)
     if modules_loaded and any(map(nnx_bridge.is_module, leaves)):
         parts = [_split_value(v, found, depth, numbers) for v in leaves]
         key = ("modules", treedef, tuple(k for k, _ in parts))

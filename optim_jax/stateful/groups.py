@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -224,10 +224,22 @@ def check_params(tree: PyTree) -> None:
             )
 
 
+def _is_array(value: Any) -> bool:
+    return isinstance(value, jax.Array)
+
+
 def as_array(value: Any) -> jax.Array:
     """``value`` as a JAX array; a JAX array as it is (``jnp.asarray`` of one costs tens of
     microseconds, and a step's gradients may be thousands)."""
     return value if isinstance(value, jax.Array) else jnp.asarray(value)
+
+
+def every_leaf(leaves: list, test: Callable[[Any], bool]) -> bool:
+    """Whether ``leaves`` is not empty and ``test`` holds for each of them, where ``test``
+    depends on a leaf's type alone: it runs once per type, not per leaf (a step's trees may
+    have thousands of leaves, and the step's host work should not grow with them)."""
+    one_of_each = dict(zip(map(type, leaves), leaves))
+    return bool(one_of_each) and all(map(test, one_of_each.values()))
 
 
 def committed(tree: PyTree, copy: bool = False) -> PyTree:
@@ -292,6 +304,8 @@ def gradient_leaves(
         for index, (tree, record, group, treedef)
         in enumerate(zip(trees, records, param_groups, treedefs))
     ]
+    if every_leaf([g for leaves in groups for g in leaves], _is_array):
+        return groups
     arrays = iter([as_array(g) for leaves in groups for g in leaves if g is not None])
     return [
         None if all(g is None for g in leaves)

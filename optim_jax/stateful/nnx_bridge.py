@@ -23,6 +23,13 @@ def is_module(value: Any) -> bool:
     return nnx is not None and isinstance(value, nnx.Module)
 
 
+def is_module_type(kind: Any) -> bool:
+    """Whether ``kind`` is a flax ``nnx.Module`` class (without importing flax if it is not
+    loaded)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(kind, type) and issubclass(kind, nnx.Module)
+
+
 def is_variable(value: Any) -> bool:
     """Whether ``value`` is a flax ``nnx.Variable`` (without importing flax if it is not loaded)."""
     nnx = sys.modules.get("flax.nnx")
