@@ -97,15 +97,21 @@ class CompileCache:
         self, key: Hashable, fn: Callable, donate: tuple[int, ...], family: Hashable = None
     ) -> Callable:
         """The program for ``key``, jitting ``fn`` (donating ``donate``) on a miss."""
+        program = self.find(key)
+        if program is not None:
+            return program
+        self._note_miss(key, family)
+        program = self._programs[_Hashed(key)] = jax.jit(fn, donate_argnums=donate)
+        if len(self._programs) > self.capacity:
+            self._programs.popitem(last=False)
+        return program
+
+    def find(self, key: Hashable) -> Callable | None:
+        """The program cached for ``key`` (now the most recently used), or ``None``."""
         hashed = _Hashed(key)
         program = self._programs.get(hashed)
         if program is not None:
             self._programs.move_to_end(hashed)
-            return program
-        self._note_miss(key, family)
-        program = self._programs[hashed] = jax.jit(fn, donate_argnums=donate)
-        if len(self._programs) > self.capacity:
-            self._programs.popitem(last=False)
         return program
 
     def _note_miss(self, key: Hashable, family: Hashable) -> None:

@@ -94,6 +94,7 @@ _LOADS = {"LOAD_GLOBAL", "LOAD_NAME"}
 _SCALARS = (int, float, complex, bool, str, bytes, type(None))
 _ARRAY = "array"
 _ALL_TRACED = "every leaf traced"
+_CODE = (types.FunctionType, types.BuiltinFunctionType, type)  # callables that hold no arrays
 
 
 @functools.lru_cache(maxsize=256)
@@ -219,7 +220,8 @@ def _split(fn: Any, found: _Found, depth: int) -> tuple[Any, Callable]:
         value = module.get(global_name, _EMPTY)
         if value is _EMPTY or isinstance(value, types.ModuleType):
             continue  # builtins, modules
-        if callable(value) and not any(map(is_array, jax.tree.leaves(value))):
+        if isinstance(value, _CODE) or (
+                callable(value) and not any(map(is_array, jax.tree.leaves(value)))):
             # A function the closure calls: redefined -> compile again. A callable holding
             # arrays (an nnx Module) is data, split below like any other global.
             globals_key.append(Named(f"global {global_name!r}", _static(value)))

@@ -190,9 +190,14 @@ def _numbers(group: Mapping[str, Any], structure: tuple) -> list:
     return values
 
 
+_PLAIN = frozenset({float, int, bool, str, type(None)})
+
+
 def fingerprint(value: Any) -> Any:
     """A value that compares equal exactly when an option's value is unchanged (arrays by
     identity, as JAX arrays are immutable; NumPy's by content)."""
+    if type(value) in _PLAIN:  # most options, every step: no instance checks
+        return value
     if isinstance(value, jax.Array):
         return _Same(value)
     if isinstance(value, np.ndarray):
