@@ -251,8 +251,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
         ``KeyError``, a value of the wrong kind a ``TypeError``), before anything changes.
         """
         self._adopt_appended_groups()
-        # dict.get: an option is never 'params', so ParamGroup's reading of those is not needed
-        options = [[fingerprint(dict.get(group, n)) for n in self._options.names]
+        options = [[fingerprint(dict.get(group, n)) for n in self._options.names]  # no 'params'
                    for group in self.param_groups]
         if self._prepared is not None and self._prepared[0] == options:
             return self._prepared[1]
@@ -364,10 +363,8 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
             return None
         objective = self._objective(closure, args, kwargs)
         key = ("closure", structures, *self._step_layout(), objective.key)
-        compiled = self._compiled.find(key)  # building the program costs tens of microseconds
-        if compiled is None:
-            compiled = self._compile(key, self._closure_program(objective, structures), (0, 1),
-                                     _family(closure))
+        compiled = self._compiled.find(key) or self._compile(  # built only when missing
+            key, self._closure_program(objective, structures), (0, 1), _family(closure))
         loss, changed, held, states = compiled(self._held(), self._states(), vector,
                                                objective.arrays, self._offsets())
         self._grad = None
