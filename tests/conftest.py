@@ -67,15 +67,20 @@ def xla_compilations():
     return lambda: len(_BACKEND_COMPILES) - start
 
 
-def _waits_on_early(item) -> bool:
-    return (getattr(getattr(item, "function", None), "early_command", None) is not None
-            or bool(getattr(getattr(item, "module", None), "EARLY", None)))
+def _early_command(item):
+    """The subprocess command of a test marked ``early.starts_early``, or ``None``."""
+    return getattr(getattr(item, "function", None), "early_command", None)
+
+
+def _module_early(item) -> dict:
+    """The ``EARLY`` commands of the test's module (empty if it names none)."""
+    return getattr(getattr(item, "module", None), "EARLY", {})
 
 
 def pytest_collection_modifyitems(items):
     """Runs the tests that wait on an early subprocess last (in their order), so that the suite
     works beside those subprocesses instead of waiting for them."""
-    items.sort(key=_waits_on_early)
+    items.sort(key=lambda item: _early_command(item) is not None or bool(_module_early(item)))
 
 
 def pytest_collection_finish(session):
@@ -83,10 +88,10 @@ def pytest_collection_finish(session):
     their modules name in ``EARLY``, and starts the first."""
     by_modules = {}
     for item in session.items:
-        command = getattr(getattr(item, "function", None), "early_command", None)
+        command = _early_command(item)
         if command is not None:
             early.start(item.nodeid, command)
-        by_modules.update(getattr(getattr(item, "module", None), "EARLY", {}))
+        by_modules.update(_module_early(item))
     for key, command in by_modules.items():
         early.start(key, command)
     early.pump()

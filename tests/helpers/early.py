@@ -16,19 +16,13 @@ import atexit
 import shutil
 import subprocess
 import tempfile
-from typing import Callable, NamedTuple
+from typing import Callable
 
 Command = Callable[[str], tuple[list[str], dict]]
 AT_ONCE = 1  # queued subprocesses running at a time
 
 
-class _Run(NamedTuple):
-    argv: list[str]
-    env: dict
-    folder: str
-
-
-_QUEUED: dict[str, _Run] = {}  # in the order they were queued
+_QUEUED: dict[str, tuple[list[str], dict]] = {}  # argv and env, in the order queued
 _RUNNING: dict[str, tuple[subprocess.Popen, object, object]] = {}  # process, stdout, stderr
 _FOLDERS: dict[str, str] = {}
 
@@ -48,7 +42,7 @@ def start(key: str, command: Command) -> None:
     folder = tempfile.mkdtemp(prefix="optim_jax_early_")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     argv, env = command(folder)
-    _QUEUED[key], _FOLDERS[key] = _Run(argv, env, folder), folder
+    _QUEUED[key], _FOLDERS[key] = (argv, env), folder
 
 
 def pump() -> None:
@@ -58,11 +52,11 @@ def pump() -> None:
 
 
 def _launch(key: str) -> None:
-    run = _QUEUED.pop(key)
+    argv, env = _QUEUED.pop(key)
     # Files, not pipes: nobody reads a pipe until the test comes, and a full one would stall
     # the subprocess.
     out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    process = subprocess.Popen(run.argv, cwd=run.folder, env=run.env, stdout=out, stderr=err)
+    process = subprocess.Popen(argv, cwd=_FOLDERS[key], env=env, stdout=out, stderr=err)
     atexit.register(process.kill)  # an interrupted run leaves nothing behind
     _RUNNING[key] = process, out, err
 
