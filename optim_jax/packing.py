@@ -172,9 +172,12 @@ class Packing:
             leaves = [jax.lax.slice(buffers[s.bucket], (s.offset,), (s.offset + s.size,))
                       for s in self.slots]
         else:
-            leaves = [jax.lax.dynamic_slice(buffers[s.bucket], (o,), (s.size,))
+            # The offsets are never negative: no wrap-around ops to trace for each leaf.
+            leaves = [jax.lax.dynamic_slice(buffers[s.bucket], (o,), (s.size,),
+                                            allow_negative_indices=False)
                       for s, o in zip(self.slots, offsets)]
-        return self.treedef.unflatten([x.reshape(s.shape) for x, s in zip(leaves, self.slots)])
+        return self.treedef.unflatten([x if x.shape == s.shape else x.reshape(s.shape)
+                                       for x, s in zip(leaves, self.slots)])
 
     def shapes(self) -> PyTree:
         """The tree, each leaf as a ``jax.ShapeDtypeStruct`` of its shape and dtype.
