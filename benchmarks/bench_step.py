@@ -159,8 +159,9 @@ def busy_cpu_seconds() -> float:
 
 
 def own_cpu_seconds() -> float:
-    """CPU seconds this process has used."""
-    return sum(os.times()[:2])
+    """CPU seconds this process and its finished children (the fresh processes of
+    ``--first-step``) have used."""
+    return sum(os.times()[:4])
 
 
 def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, Timing]:

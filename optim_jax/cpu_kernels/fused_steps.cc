@@ -14,13 +14,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -56,6 +63,90 @@ std::vector<Piece> Cut(const std::vector<int64_t>& sizes, int64_t chunk) {
     }
   }
   return pieces;
+}
+
+// Huge pages for the buffers a step writes in place (the params and the state).
+//
+// A one-pass step over large buffers is bound by memory, and with 4 KiB pages it also walks
+// a page table entry per 4 KiB of each of its 5 to 7 streams. The optimizer keeps its params
+// and state in buffers that live from step to step (donated, so each call sees the same
+// addresses), and backing them with 2 MiB pages makes the step faster (measured, Adam on 10M
+// floats: 4.13-4.23 ms against 4.38-4.58 ms with 4 KiB pages, in the README). XLA allocates
+// them with 4 KiB pages, so the kernel asks Linux to back them with huge pages: MADV_HUGEPAGE
+// for later faults, MADV_COLLAPSE for the pages they have (a copy, ~0.5 ms per MB, once).
+//
+// A buffer is advised from the second time the kernel sees it (same address, same size), and
+// then at every call: where its pages are huge already that costs ~2-10 us, and a buffer
+// freed and replaced by another at its address (an optimizer made again) gets huge pages at
+// once. A buffer that is new at every call (a result not donated) is never advised; one whose
+// address keeps coming back with fresh pages (an advice that had to copy again) waits twice
+// as many calls each time, up to kLongestWait. Only whole 2 MiB pages inside the buffer are
+// advised, so no other allocation's memory is touched; where Linux refuses (THP "never", a
+// kernel before 6.1) the pages stay as they are.
+class HugePages {
+ public:
+  static constexpr uintptr_t kPage = uintptr_t{1} << 21;
+  // Buffers of fewer bytes than this keep their pages (most of them would be at the edges).
+  static constexpr int64_t kMinBytes = int64_t{4} << 21;
+
+  void Back(float* data, int64_t count) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const int64_t bytes = count * static_cast<int64_t>(sizeof(float));
+    if (bytes < kMinBytes) return;
+    const uintptr_t start = reinterpret_cast<uintptr_t>(data);
+    const uintptr_t lo = (start + kPage - 1) / kPage * kPage;
+    const uintptr_t hi = (start + static_cast<uintptr_t>(bytes)) / kPage * kPage;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (seen_.size() > kMaxSeen) seen_.clear();  // mostly buffers long freed
+    auto [entry, fresh] = seen_.try_emplace(start, Sighting{bytes, 0, 0});
+    Sighting& seen = entry->second;
+    if (fresh || seen.bytes != bytes) {
+      seen = {bytes, 0, 0};
+      return;
+    }
+    if (seen.skip > 0) {
+      --seen.skip;
+      return;
+    }
+    const auto began = std::chrono::steady_clock::now();
+    void* range = reinterpret_cast<void*>(lo);
+    madvise(range, hi - lo, MADV_HUGEPAGE);
+    madvise(range, hi - lo, kCollapse);
+    const std::chrono::duration<double, std::micro> took =
+        std::chrono::steady_clock::now() - began;
+    // Pages already huge take ~0.05 us per MB to check; a copy takes ~500 us per MB.
+    const bool copied = took.count() > 50.0 + 5.0 * static_cast<double>(hi - lo) / (1 << 20);
+    if (!copied || !seen.advised) {
+      seen.wait = 0;  // the first advice copies; later ones cost microseconds
+    } else {
+      seen.wait = std::min(std::max<uint64_t>(2 * seen.wait, 1), kLongestWait);
+    }
+    seen.skip = seen.wait;
+    seen.advised = true;
+#endif
+  }
+
+ private:
+  struct Sighting {
+    int64_t bytes;
+    uint64_t skip;  // calls to let pass before the next advice
+    uint64_t wait;  // the last wait after an advice that copied
+    bool advised = false;
+  };
+  static constexpr size_t kMaxSeen = 4096;
+  static constexpr uint64_t kLongestWait = 1024;
+#if defined(MADV_COLLAPSE)
+  static constexpr int kCollapse = MADV_COLLAPSE;
+#else
+  static constexpr int kCollapse = 25;  // Linux 6.1's value, where the headers are older
+#endif
+  std::mutex mutex_;
+  std::unordered_map<uintptr_t, Sighting> seen_;
+};
+
+HugePages& huge_pages() {
+  static HugePages* pages = new HugePages();  // never destroyed: kernels may run at exit
+  return *pages;
 }
 
 // Runs body(piece) over every element of buffers of the given sizes, on the calling thread
@@ -229,12 +320,20 @@ ffi::ErrorOr<Columns> Read(const ffi::RemainingArgs& args, const ffi::RemainingR
   return columns;
 }
 
+// The buffers a step writes in place, backed with huge pages (see HugePages).
+void BackWithHugePages(const Columns& c) {
+  for (const auto& column : c.outputs) {
+    for (size_t b = 0; b < column.size(); ++b) huge_pages().Back(column[b], c.sizes[b]);
+  }
+}
+
 ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::RemainingArgs args,
                     ffi::RemainingRets rets) {
   if (terms.element_count() < kAdamTerms) return TooFewTerms();
   auto read = Read(args, rets, 4, 3);
   if (read.has_error()) return read.error();
   const Columns& c = *read;
+  BackWithHugePages(c);
   const float* t = terms.typed_data();
   const AdamLoop loop = AdamLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
@@ -251,6 +350,7 @@ ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Remai
   auto read = Read(args, rets, 3, 2);
   if (read.has_error()) return read.error();
   const Columns& c = *read;
+  BackWithHugePages(c);
   const float* t = terms.typed_data();
   const SgdLoop loop = SgdLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
@@ -269,6 +369,7 @@ struct Segments {
   std::vector<float*> outputs;       // likewise
   std::vector<const float*> grads;
   std::vector<int64_t> sizes, starts;
+  int64_t length = 0;  // of each buffer
 };
 
 // Reads `args` (the params and `fields` state buffers, then the gradient segments) and `rets`
@@ -294,6 +395,7 @@ ffi::ErrorOr<Segments> ReadSegments(const ffi::RemainingArgs& args,
     s.inputs.push_back(in->typed_data());
     s.outputs.push_back((*out)->typed_data());
   }
+  s.length = length;
   int64_t at = 0;
   for (size_t k = whole; k < args.size(); ++k) {
     auto grad = args.get<ffi::Buffer<ffi::F32>>(k);
@@ -309,12 +411,17 @@ ffi::ErrorOr<Segments> ReadSegments(const ffi::RemainingArgs& args,
   return s;
 }
 
+void BackWithHugePages(const Segments& s) {
+  for (float* buffer : s.outputs) huge_pages().Back(buffer, s.length);
+}
+
 ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
                             ffi::RemainingArgs args, ffi::RemainingRets rets) {
   if (terms.element_count() < kAdamTerms) return TooFewTerms();
   auto read = ReadSegments(args, rets, 2);
   if (read.has_error()) return read.error();
   const Segments& c = *read;
+  BackWithHugePages(c);
   const float* t = terms.typed_data();
   const AdamLoop loop = AdamLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
@@ -331,6 +438,7 @@ ffi::Error SgdSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
   auto read = ReadSegments(args, rets, 1);
   if (read.has_error()) return read.error();
   const Segments& c = *read;
+  BackWithHugePages(c);
   const float* t = terms.typed_data();
   const SgdLoop loop = SgdLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
