@@ -116,6 +116,30 @@ def release_memory() -> None:
         gc.collect()
 
 
+class Flush:
+    """Work run, untimed, before every timed step: a jitted, donated sweep over ``floats``
+    float32 (64 MB in a full run), as a training step follows a forward and a backward pass.
+
+    Every implementation then finds the machine in the same state (caches, XLA's and torch's
+    threads) whichever ran before it. In a fixed order each step inherits its predecessor's
+    aftermath, and not alike (measured, 1 x 10M Adam: optim_jax's class 4.31 ms after a torch
+    step, 4.51 after an XLA step, 5.41 after optax's value_and_grad step; torch's fused step
+    4.39, 4.70 and 5.61), so the order, not the implementation, would decide a few percent.
+    """
+
+    def __init__(self, floats: int) -> None:
+        self.buffer = jnp.zeros(floats, jnp.float32)
+        self.sweep = jax.jit(lambda x: x + 1.0, donate_argnums=0)
+
+    def __call__(self) -> None:
+        self.buffer = self.sweep(self.buffer)
+        self.buffer.block_until_ready()
+
+
+FLUSH_FLOATS = {"full": 1 << 24, "tiny": 1 << 10}
+BETWEEN_STEPS: Callable[[], None] = lambda: None  # main() sets a Flush
+
+
 class Timing(NamedTuple):
     """Median and fastest of the timed steps, in ms."""
 
@@ -168,7 +192,8 @@ def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict
     """Wall time of each step function over ``repeats`` calls, after ``WARMUP`` calls.
 
     The functions take turns call by call, so a slow spell of the machine lands on all of them
-    alike; their ratios are then far steadier than those of back-to-back blocks.
+    alike; their ratios are then far steadier than those of back-to-back blocks. Each timed
+    call follows the same untimed work (:class:`Flush`), not its neighbour in the order.
     """
     for step in steps.values():
         for _ in range(WARMUP):
@@ -176,6 +201,7 @@ def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            BETWEEN_STEPS()
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
@@ -438,7 +464,9 @@ def header(threads: int) -> str:
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (torch's OpenMP workers sleep "
         "between steps instead of spinning ~16 ms into the next implementation's turn)",
         f"- median of timed steps after {WARMUP} warm-up steps; float32; lr={LR}, "
-        f"SGD momentum={MOMENTUM}",
+        f"SGD momentum={MOMENTUM}; the implementations take turns step by step, each timed "
+        f"step after the same untimed sweep over {FLUSH_FLOATS['full'] * 4 >> 20} MB (as a "
+        "training step follows a forward and backward pass), not after its neighbour's step",
         "- bytes per parameter: Adam 28, SGD-momentum 20; roof: jitted donated a + s*b "
         "(12 bytes/element) on one flat array of the case's size",
         "- x roof, x optax: time ratios (1.00 = as fast, 2.00 = twice as slow)",
@@ -554,8 +582,9 @@ def main(argv: list[str] | None = None) -> str:
         help="instead: one step of every algorithm on one many-leaf case, vs optax and torch",
     )
     args = parser.parse_args(argv)
-    global COLLECT_GARBAGE
+    global COLLECT_GARBAGE, BETWEEN_STEPS
     COLLECT_GARBAGE = not args.tiny
+    BETWEEN_STEPS = Flush(FLUSH_FLOATS["tiny" if args.tiny else "full"])
     threads = cpu_count()
     torch.set_num_threads(threads)
     start = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()

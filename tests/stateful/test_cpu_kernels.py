@@ -303,9 +303,9 @@ def collapse_works() -> bool:
         region.close()
 
 
-@pytest.mark.parametrize("leaves", [1, 128], ids=["own buffer", "shared buffer"])
-@pytest.mark.parametrize("cls", [optim.Adam, functools.partial(optim.SGD, momentum=0.9)],
-                         ids=["Adam", "SGD"])
+@pytest.mark.parametrize("cls, leaves", [(optim.Adam, 1),
+                                         (functools.partial(optim.SGD, momentum=0.9), 128)],
+                         ids=["Adam, own buffer", "SGD, shared buffer (segments)"])
 def test_buffers_a_kernel_writes_in_place_get_huge_pages_from_the_second_step(cls, leaves):
     """The params and state a kernel steps in place live from step to step: from the second
     step on, every whole 2 MiB page inside them is a huge page (fewer page-table walks on a
