@@ -110,7 +110,9 @@ class HugePages {
     }
     const auto began = std::chrono::steady_clock::now();
     void* range = reinterpret_cast<void*>(lo);
-    madvise(range, hi - lo, MADV_HUGEPAGE);
+    // MADV_HUGEPAGE changes the mapping's flags (under the process's mmap write lock): only
+    // where the pages were not huge yet. MADV_COLLAPSE takes the read lock.
+    if (!seen.advised || seen.wait > 0) madvise(range, hi - lo, MADV_HUGEPAGE);
     madvise(range, hi - lo, kCollapse);
     const std::chrono::duration<double, std::micro> took =
         std::chrono::steady_clock::now() - began;
