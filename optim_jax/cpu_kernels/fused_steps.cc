@@ -14,9 +14,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -26,7 +31,10 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -73,70 +81,95 @@ std::vector<Piece> Cut(const std::vector<int64_t>& sizes, int64_t chunk) {
 // addresses), and backing them with 2 MiB pages makes the step faster (measured, Adam on 10M
 // floats: 4.13-4.23 ms against 4.38-4.58 ms with 4 KiB pages, in the README). XLA allocates
 // them with 4 KiB pages, so the kernel asks Linux to back them with huge pages: MADV_HUGEPAGE
-// for later faults, MADV_COLLAPSE for the pages they have (a copy, ~0.5 ms per MB, once).
+// for later faults, MADV_COLLAPSE for the pages they have (a copy, ~0.5 ms per MB).
 //
-// A buffer is advised from the second time the kernel sees it (same address, same size), and
-// then at every call: where its pages are huge already that costs ~2-10 us, and a buffer
-// freed and replaced by another at its address (an optimizer made again) gets huge pages at
-// once. A buffer that is new at every call (a result not donated) is never advised; one whose
-// address keeps coming back with fresh pages (an advice that had to copy again) waits twice
-// as many calls each time, up to kLongestWait. Only whole 2 MiB pages inside the buffer are
-// advised, so no other allocation's memory is touched; where Linux refuses (THP "never", a
-// kernel before 6.1) the pages stay as they are.
+// A buffer is advised from the second time the kernel sees it (same address, same size),
+// then again after 1, 2, 4, ... calls, up to every kLongestCheck: an advice where the pages are
+// huge already costs little (~2-10 us, though it drains every CPU's page lists), and a buffer
+// freed and replaced by another at its address (an optimizer made again) gets huge pages soon.
+// A buffer new at every call (a result not donated) is advised only where its address comes
+// back, and an advice that had to copy again (timed), or that failed, waits up to
+// kLongestWait calls before the next. Only whole 2 MiB pages inside the buffer are advised;
+// the range keeps its MADV_HUGEPAGE flag after the buffer is freed, so later allocations there
+// may fault in huge pages too. Where the system's setting is "never"
+// (/sys/kernel/mm/transparent_hugepage/enabled), or Linux refuses MADV_COLLAPSE (EINVAL:
+// before 6.1, or huge pages disabled for the process), the kernel does not ask.
 class HugePages {
  public:
+  HugePages() : refused_(SystemSaysNever()) {}
+
   static constexpr uintptr_t kPage = uintptr_t{1} << 21;
   // Buffers of fewer bytes than this keep their pages (most of them would be at the edges).
   static constexpr int64_t kMinBytes = int64_t{4} << 21;
+  static_assert(kMinBytes >= int64_t{2} * static_cast<int64_t>(kPage),
+                "a buffer must hold a whole huge page");
 
   void Back(float* data, int64_t count) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     const int64_t bytes = count * static_cast<int64_t>(sizeof(float));
-    if (bytes < kMinBytes) return;
+    if (bytes < kMinBytes || refused_.load(std::memory_order_relaxed)) return;
     const uintptr_t start = reinterpret_cast<uintptr_t>(data);
     const uintptr_t lo = (start + kPage - 1) / kPage * kPage;
     const uintptr_t hi = (start + static_cast<uintptr_t>(bytes)) / kPage * kPage;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (seen_.size() > kMaxSeen) seen_.clear();  // mostly buffers long freed
-    auto [entry, fresh] = seen_.try_emplace(start, Sighting{bytes, 0, 0});
-    Sighting& seen = entry->second;
-    if (fresh || seen.bytes != bytes) {
-      seen = {bytes, 0, 0};
-      return;
+    if (hi <= lo) return;
+    bool first;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (seen_.size() > kMaxSeen) seen_.clear();  // mostly buffers long freed
+      auto [entry, fresh] = seen_.try_emplace(start, Sighting{bytes});
+      Sighting& seen = entry->second;
+      if (fresh || seen.bytes != bytes) {
+        seen = Sighting{bytes};
+        return;
+      }
+      if (seen.skip > 0) {
+        --seen.skip;
+        return;
+      }
+      first = !seen.advised;
+      seen.advised = true;
+      seen.skip = kLongestWait;  // until this advice is done (another thread may call)
     }
-    if (seen.skip > 0) {
-      --seen.skip;
-      return;
-    }
+    // Outside the lock: a first collapse copies for as long as the buffer is large, and other
+    // threads step other buffers meanwhile.
     const auto began = std::chrono::steady_clock::now();
     void* range = reinterpret_cast<void*>(lo);
-    // MADV_HUGEPAGE changes the mapping's flags (under the process's mmap write lock): only
-    // where the pages were not huge yet. MADV_COLLAPSE takes the read lock.
-    if (!seen.advised || seen.wait > 0) madvise(range, hi - lo, MADV_HUGEPAGE);
-    madvise(range, hi - lo, kCollapse);
+    if (first) madvise(range, hi - lo, MADV_HUGEPAGE);
+    const int failed = madvise(range, hi - lo, kCollapse) == 0 ? 0 : errno;
     const std::chrono::duration<double, std::micro> took =
         std::chrono::steady_clock::now() - began;
+    if (failed == EINVAL) refused_.store(true, std::memory_order_relaxed);
     // Pages already huge take ~0.05 us per MB to check; a copy takes ~500 us per MB.
     const bool copied = took.count() > 50.0 + 5.0 * static_cast<double>(hi - lo) / (1 << 20);
-    if (!copied || !seen.advised) {
-      seen.wait = 0;  // the first advice copies; later ones cost microseconds
-    } else {
-      seen.wait = std::min(std::max<uint64_t>(2 * seen.wait, 1), kLongestWait);
-    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto entry = seen_.find(start);
+    if (entry == seen_.end() || entry->second.bytes != bytes) return;
+    Sighting& seen = entry->second;
+    const bool again = !first && (copied || failed != 0);
+    seen.wait = first ? 1 : std::min(std::max<uint64_t>(2 * seen.wait, 1),
+                                     again ? kLongestWait : kLongestCheck);
     seen.skip = seen.wait;
-    seen.advised = true;
 #endif
   }
 
  private:
+  static bool SystemSaysNever() {
+    std::FILE* setting = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (setting == nullptr) return false;
+    char text[128] = {};  // read leaves the last one: the text ends there
+    std::fread(text, 1, sizeof(text) - 1, setting);
+    std::fclose(setting);
+    return std::strstr(text, "[never]") != nullptr;
+  }
+
   struct Sighting {
     int64_t bytes;
-    uint64_t skip;  // calls to let pass before the next advice
-    uint64_t wait;  // the last wait after an advice that copied
+    uint64_t skip = 0;  // calls to let pass before the next advice
+    uint64_t wait = 0;  // the calls let pass after the last advice
     bool advised = false;
   };
   static constexpr size_t kMaxSeen = 4096;
-  static constexpr uint64_t kLongestWait = 1024;
+  static constexpr uint64_t kLongestCheck = 64, kLongestWait = 1024;
 #if defined(MADV_COLLAPSE)
   static constexpr int kCollapse = MADV_COLLAPSE;
 #else
@@ -144,6 +177,7 @@ class HugePages {
 #endif
   std::mutex mutex_;
   std::unordered_map<uintptr_t, Sighting> seen_;
+  std::atomic<bool> refused_;
 };
 
 HugePages& huge_pages() {
@@ -151,21 +185,100 @@ HugePages& huge_pages() {
   return *pages;
 }
 
+// Threads of the kernels' own that help a step's calling thread through its pieces.
+//
+// They were XLA's intra-op pool's at first, but in a process that runs many other XLA
+// programs a task scheduled there sometimes started 0.3-5 ms late (one call in ten, timed
+// inside the kernel: the calling thread then ran most of a 10M-float pass alone, 5-8 ms
+// instead of 4.3). Linux may wake a sleeping thread on its waker's CPU, where it waits for the
+// waker's time slice; so the helpers' affinity leaves out the CPU the calling thread runs on
+// (set again only when that CPU changes). With both, 1 x 10M Adam steps took 4.15-4.72 ms in
+// 57 of 60 such calls, against 4.2-7.8 ms (half above 4.8) on XLA's pool. A helper sleeps on a
+// condition variable between steps; there are at most as many as XLA's pool has threads, less
+// one (one per core with the calling thread).
+class Helpers {
+ public:
+  // Runs `task` on a helper thread, starting one while fewer than `threads` are running.
+  void Run(std::function<void()> task, int64_t threads) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      tasks_.push_back(std::move(task));
+      if (started_ < threads) {
+        ++started_;
+        std::thread([this] { Work(); }).detach();
+      }
+      AvoidCallersCpu();
+    }
+    ready_.notify_one();
+  }
+
+ private:
+  // Keeps the helpers off the CPU the calling thread runs on: woken there, a helper would wait
+  // for the caller's time slice.
+  void AvoidCallersCpu() {
+#if defined(__linux__)
+    const int cpu = sched_getcpu();
+    if (cpu < 0 || cpu == avoided_) return;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+    CPU_CLR(cpu, &allowed);
+    if (CPU_COUNT(&allowed) == 0) return;
+    for (pid_t tid : tids_) sched_setaffinity(tid, sizeof(allowed), &allowed);
+    avoided_ = cpu;
+#endif
+  }
+
+  void Work() {
+#if defined(__linux__)
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      tids_.push_back(static_cast<pid_t>(syscall(SYS_gettid)));
+      avoided_ = -1;
+    }
+#endif
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return !tasks_.empty(); });
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> tasks_;
+  int64_t started_ = 0;
+#if defined(__linux__)
+  std::vector<pid_t> tids_;
+  int avoided_ = -1;
+#endif
+};
+
+Helpers& helper_threads() {
+  static Helpers* threads = new Helpers();  // never destroyed: its threads outlive main
+  return *threads;
+}
+
 // Runs body(piece) over every element of buffers of the given sizes, on the calling thread
-// and on XLA's intra-op pool.
+// and on helper threads (as many as XLA's intra-op pool has threads, with the calling one).
 //
 // The pieces are claimed from a shared counter, and the calling thread claims them too: it
-// never waits for a task that has not started (the pool's threads may all be busy, in this
-// call or in another kernel running beside it), only for pieces other threads are running.
+// never waits for a task that has not started (the helpers may all be busy, in this call or
+// in another kernel running beside it), only for pieces other threads are running.
 // A task that starts after every piece is claimed finds nothing to do; the counters are
 // shared so that it may start after this call has returned.
 void ParallelFor(ffi::ThreadPool& pool, const std::vector<int64_t>& sizes,
                  const std::function<void(const Piece&)>& body) {
   int64_t total = 0;
   for (int64_t size : sizes) total += size;
-  // With the calling thread, as many threads as the pool has (one per core): one more would
-  // only take turns with the others on a memory-bound loop.
-  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, total / kParallelMin);
+  // With the calling thread, as many threads as XLA's pool has (one per core): one more
+  // would only take turns with the others on a memory-bound loop.
+  const int64_t threads = pool.num_threads() - 1;
+  const int64_t helpers = std::min<int64_t>(threads, total / kParallelMin);
   if (helpers <= 0) {
     for (size_t b = 0; b < sizes.size(); ++b) body({b, 0, sizes[b]});
     return;
@@ -184,7 +297,7 @@ void ParallelFor(ffi::ThreadPool& pool, const std::vector<int64_t>& sizes,
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([drain] { drain(); });
+  for (int64_t t = 0; t < helpers; ++t) helper_threads().Run(drain, threads);
   drain();
   while (progress->done.load(std::memory_order_acquire) < progress->pieces.size()) {
     std::this_thread::yield();

@@ -284,12 +284,16 @@ def huge_page_kib(array: jax.Array) -> int:
 
 def collapse_works() -> bool:
     """Whether this Linux backs touched anonymous memory with a huge page on MADV_COLLAPSE
-    (6.1 and later, THP not "never")."""
+    (6.1 and later) and the system's setting is not "never" (which the kernels respect)."""
     import ctypes
     import mmap
 
-    if not os.path.exists("/proc/self/smaps"):
+    setting = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if not os.path.exists("/proc/self/smaps") or not os.path.exists(setting):
         return False
+    with open(setting) as f:
+        if "[never]" in f.read():
+            return False
     region = mmap.mmap(-1, 2 * HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.write(b"\1" * (2 * HUGE_PAGE))
     anchor = ctypes.c_char.from_buffer(region)
