@@ -163,7 +163,7 @@ class HugePages {
   static bool SystemSaysNever() {
     std::FILE* setting = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
     if (setting == nullptr) return false;
-    char text[128] = {};  // read leaves the last one: the text ends there
+    char text[128] = {};  // the last byte is never read into: the text ends with a 0
     std::fread(text, 1, sizeof(text) - 1, setting);
     std::fclose(setting);
     return std::strstr(text, "[never]") != nullptr;
@@ -467,7 +467,7 @@ ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Rema
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const size_t b = s.buffer;
     loop(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.inputs[3][b],
-              c.outputs[0][b], c.outputs[1][b], c.outputs[2][b]);
+         c.outputs[0][b], c.outputs[1][b], c.outputs[2][b]);
   });
   return ffi::Error::Success();
 }
@@ -484,7 +484,7 @@ ffi::Error SgdStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms, ffi::Remai
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const size_t b = s.buffer;
     loop(s.lo, s.hi, t, c.inputs[0][b], c.inputs[1][b], c.inputs[2][b], c.outputs[0][b],
-             c.outputs[1][b]);
+         c.outputs[1][b]);
   });
   return ffi::Error::Success();
 }
@@ -554,8 +554,8 @@ ffi::Error AdamSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
   const AdamLoop loop = AdamLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const int64_t o = c.starts[s.buffer];
-    loop(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
-              c.inputs[2] + o, c.outputs[0] + o, c.outputs[1] + o, c.outputs[2] + o);
+    loop(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o, c.inputs[2] + o,
+         c.outputs[0] + o, c.outputs[1] + o, c.outputs[2] + o);
   });
   return ffi::Error::Success();
 }
@@ -571,8 +571,8 @@ ffi::Error SgdSegmentsStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> terms,
   const SgdLoop loop = SgdLoopFor(t);
   ParallelFor(pool, c.sizes, [&](const Piece& s) {
     const int64_t o = c.starts[s.buffer];
-    loop(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o,
-             c.outputs[0] + o, c.outputs[1] + o);
+    loop(s.lo, s.hi, t, c.inputs[0] + o, c.grads[s.buffer], c.inputs[1] + o, c.outputs[0] + o,
+         c.outputs[1] + o);
   });
   return ffi::Error::Success();
 }

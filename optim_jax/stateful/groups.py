@@ -304,7 +304,7 @@ def gradient_leaves(
         for index, (tree, record, group, treedef)
         in enumerate(zip(trees, records, param_groups, treedefs))
     ]
-    if every_leaf([g for leaves in groups for g in leaves], _is_array):
+    if all(every_leaf(leaves, _is_array) for leaves in groups):  # a check per group and type
         return groups
     arrays = iter([as_array(g) for leaves in groups for g in leaves if g is not None])
     return [

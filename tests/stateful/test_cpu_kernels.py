@@ -269,7 +269,7 @@ def whole_huge_pages(array: jax.Array) -> int:
 
 def huge_page_kib(array: jax.Array) -> int:
     """The huge pages (KiB, Linux's smaps) of the mappings that hold ``array``'s buffer."""
-    start, end, total, inside = array.unsafe_buffer_pointer(), 0, 0, False
+    start, total, inside = array.unsafe_buffer_pointer(), 0, False
     end = start + array.nbytes
     with open("/proc/self/smaps") as smaps:
         for line in smaps:
