@@ -38,9 +38,11 @@ __all__ = [
     "check_decay",
     "ema",
     "ema_average",
+    "ema_formula",
     "ema_warmup",
     "swa",
     "swa_average",
+    "swa_formula",
     "weight_averaging",
 ]
 
@@ -75,13 +77,14 @@ class WeightAveraging(NamedTuple):
 
 
 def _lerp_leaf(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-    """``start + weight * (end - start)`` in ``start``'s dtype (torch's ``lerp_`` rounding)."""
-    if jnp.issubdtype(start.dtype, jnp.inexact):
-        return numerics.lerp(start, end.astype(start.dtype), weight)
-    # Integer buffers (a step counter): torch averages them in floating point and copies the
-    # result back into the integer tensor, truncating.
-    dtype = numerics.scalar_dtype()
-    return numerics.lerp(start.astype(dtype), end.astype(dtype), weight).astype(start.dtype)
+    """torch's ``lerp_`` of a float leaf towards ``end``, in ``start``'s dtype."""
+    return numerics.lerp(start, end.astype(start.dtype), weight)
+
+
+def _truncated(value: jax.Array, leaf: jax.Array) -> jax.Array:
+    """A float32 result copied into an integer leaf, truncated towards zero as torch's
+    in-place ``copy_`` truncates it."""
+    return value.astype(leaf.dtype)
 
 
 def swa_average(average: PyTree, params: PyTree, count: jax.Array | int) -> PyTree:
@@ -90,9 +93,12 @@ def swa_average(average: PyTree, params: PyTree, count: jax.Array | int) -> PyTr
     .. math::
         \\bar W_{n+1} = \\bar W_n + \\frac{W - \\bar W_n}{n + 1}
 
-    torch's ``get_swa_multi_avg_fn`` (a ``lerp`` with weight :math:`1 / (n + 1)`, here
-    computed in the widest enabled float; torch's is a tensor of the default dtype, which costs
-    float64 averages 1e-8 of relative accuracy under torch's default float32).
+    Float leaves: torch's ``get_swa_multi_avg_fn``, a ``lerp`` with weight :math:`1 / (n + 1)`
+    (computed in the widest enabled float; torch's is a tensor of the default dtype, which costs
+    float64 averages 1e-8 of relative accuracy under torch's default float32). Integer leaves
+    (a step counter): torch's ``get_swa_avg_fn``, the formula above in float32, truncated back
+    into the integer (torch's multi-tensor function raises for them), so that an average that
+    is a whole number comes out as that number.
 
     Args:
       average: :math:`\\bar W_n`, the average so far (a pytree, or a list of arrays).
@@ -102,28 +108,115 @@ def swa_average(average: PyTree, params: PyTree, count: jax.Array | int) -> PyTr
     Returns:
       :math:`\\bar W_{n+1}`, structured and typed like ``average``.
     """
-    weight = 1 / (jnp.asarray(count).astype(numerics.scalar_dtype()) + 1)
-    return jax.tree.map(lambda a, p: _lerp_leaf(a, p, weight), average, params)
+    models = jnp.asarray(count).astype(numerics.scalar_dtype()) + 1
+
+    def leaf(a: jax.Array, p: jax.Array) -> jax.Array:
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            return _lerp_leaf(a, p, 1 / models)
+        return _truncated(swa_formula(a, p, count, jnp.float32), a)
+
+    return jax.tree.map(leaf, average, params)
 
 
-def ema_average(average: PyTree, params: PyTree, decay: Any) -> PyTree:
+def ema_average(average: PyTree, params: PyTree, decay: Any, *, count: Any = None) -> PyTree:
     """One step of an exponential moving average.
 
     .. math::
         \\bar W_{t+1} = \\delta \\bar W_t + (1 - \\delta) W
 
-    computed as torch's ``get_ema_multi_avg_fn``: a ``lerp`` towards ``params`` with weight
-    :math:`1 - \\delta`.
+    computed as torch's ``get_ema_multi_avg_fn``: for float leaves a ``lerp`` towards ``params``
+    with weight :math:`1 - \\delta`; integer leaves (a step counter) as the formula above in
+    float32, truncated back into the integer.
 
     Args:
       average: :math:`\\bar W_t`, the average so far (a pytree, or a list of arrays).
       params: :math:`W`, the current model, structured like ``average``.
       decay: :math:`\\delta \\in [0, 1]`, a number or a scalar array.
+      count: the number of models averaged so far, where known at run time (an integer array
+        under ``jit``): see :func:`ema_formula`.
 
     Returns:
       :math:`\\bar W_{t+1}`, structured and typed like ``average``.
     """
-    return jax.tree.map(lambda a, p: _lerp_leaf(a, p, 1 - decay), average, params)
+
+    def leaf(a: jax.Array, p: jax.Array) -> jax.Array:
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            return _lerp_leaf(a, p, 1 - decay)
+        return _truncated(ema_formula(a, p, decay, jnp.float32, count=count), a)
+
+    return jax.tree.map(leaf, average, params)
+
+
+def _opmath(dtype: Any) -> tuple[Any, Callable[[jax.Array], jax.Array]]:
+    """The dtype torch's kernels compute ``dtype`` in (float32 for 16-bit floats), and the
+    rounding of one operation's result to ``dtype``, kept in that dtype."""
+    compute = jnp.float32 if numerics.is_half(dtype) else dtype
+    return compute, lambda x: x.astype(dtype).astype(compute)
+
+
+def ema_formula(
+    average: jax.Array, current: jax.Array, decay: Any, dtype: Any, *, count: Any = None
+) -> jax.Array:
+    """:math:`\\delta \\bar W + (1 - \\delta) W` as torch writes it out (``decay * ema + (1 -
+    decay) * current``, its ``get_ema_avg_fn``): two products and a sum, each rounded to
+    ``dtype`` (no fused multiply-add), a 16-bit float computed in float32 with ``decay`` a
+    float32 there, as torch's kernels compute it.
+
+    Args:
+      average: :math:`\\bar W`.
+      current: :math:`W`.
+      decay: :math:`\\delta`, a number or a scalar array.
+      dtype: the dtype each operation rounds to.
+      count: the number of models averaged so far, an integer array known only at run time
+        (:func:`ema`'s and ``AveragedModel``'s); XLA on CPU fuses a product and a sum into
+        one multiply-add, rounded once, unless something it cannot see through lies between
+        them, such as adding ``min(count, 0)`` (zero) to the product's bits. Without it, the
+        sum may differ from torch's in the last bit, and a truncated integer by one.
+
+    Returns:
+      The new average, in ``dtype``.
+    """
+    compute, rounded = _opmath(dtype)
+    keep, take = (x if isinstance(x, (int, float)) else jnp.asarray(x, compute)
+                  for x in (decay, 1 - decay))
+    kept = rounded(average.astype(compute) * keep)
+    taken = rounded(current.astype(compute) * take)
+    if count is not None:
+        kept, taken = (_apart(x, count) for x in (kept, taken))
+    return (kept + taken).astype(dtype)
+
+
+def _apart(value: jax.Array, count: Any) -> jax.Array:
+    """``value`` unchanged, through integer arithmetic XLA cannot fold (``count >= 0`` is not
+    known to it), so that the product that made it is not fused into the next sum."""
+    bits = jnp.dtype(f"int{8 * jnp.dtype(value.dtype).itemsize}")
+    zero = jnp.minimum(jnp.asarray(count), 0).astype(bits)
+    moved = jax.lax.bitcast_convert_type(value, bits) + zero
+    return jax.lax.bitcast_convert_type(moved, value.dtype)
+
+
+def swa_formula(average: jax.Array, current: jax.Array, count: Any, dtype: Any) -> jax.Array:
+    """:math:`\\bar W + (W - \\bar W) / (n + 1)` as torch writes it out (its
+    ``get_swa_avg_fn``): a difference, a true division by :math:`n + 1` and a sum, each
+    rounded to ``dtype``, a 16-bit float computed in float32.
+
+    Args:
+      average: :math:`\\bar W`, the average of ``count`` models.
+      current: :math:`W`.
+      count: :math:`n`, a number or an integer scalar array.
+      dtype: the dtype each operation rounds to.
+
+    Returns:
+      The new average, in ``dtype``.
+    """
+    compute, rounded = _opmath(dtype)
+    base = average.astype(compute)
+    diff = rounded(current.astype(compute) - base)
+    # XLA turns a division by a broadcast scalar into a product with its reciprocal, which
+    # rounds differently: divide by a materialised array.
+    models = jax.lax.optimization_barrier(
+        jnp.broadcast_to(jnp.asarray(count).astype(compute) + 1, diff.shape))
+    return (base + rounded(diff / models)).astype(dtype)
 
 
 def check_decay(decay: float) -> None:
@@ -249,6 +342,6 @@ def ema(decay: float | Callable[[jax.Array], Any] = 0.999) -> WeightAveraging:
         check_decay(decay)
 
     def average_fn(average: PyTree, params: PyTree, count: jax.Array) -> PyTree:
-        return ema_average(average, params, numerics.resolve(decay, count))
+        return ema_average(average, params, numerics.resolve(decay, count), count=count)
 
     return weight_averaging(average_fn)

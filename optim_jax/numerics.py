@@ -128,7 +128,14 @@ def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-    """``start + weight * (end - start)`` with torch's two-sided formula for rounding parity."""
+    """``start + weight * (end - start)`` with torch's two-sided formula for rounding parity.
+
+    bfloat16 and float16 are computed in float32 and rounded once, as torch's lerp kernel
+    computes them (its weight stays a float32 too).
+    """
+    if is_half(start.dtype):
+        wide = jnp.float32
+        return lerp(start.astype(wide), end.astype(wide), weight).astype(start.dtype)
     diff = end - start
     value = concrete(weight)
     weight = like(weight, start)
@@ -137,6 +144,12 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     # Traced weight: pick torch's branch with scalar selects, one multiply-add per element.
     from_start, coef = lerp_terms(weight)
     return jnp.where(from_start, start, end) + coef * diff
+
+
+def is_half(dtype: Any) -> bool:
+    """Whether ``dtype`` is a 16-bit float (bfloat16, float16), which torch's kernels compute in
+    float32."""
+    return jnp.issubdtype(dtype, jnp.floating) and jnp.dtype(dtype).itemsize < 4
 
 
 def lerp_terms(weight: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -77,7 +77,7 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
     averaging.check_decay(decay)
 
     def ema_update(ema_params: PyTree, current_params: PyTree, num_averaged: Any) -> PyTree:
-        return averaging.ema_average(ema_params, current_params, decay)
+        return averaging.ema_average(ema_params, current_params, decay, count=num_averaged)
 
     return ema_update
 
@@ -94,7 +94,12 @@ def get_swa_multi_avg_fn() -> MultiAvgFn:
 
 
 def get_ema_avg_fn(decay: float = 0.999) -> AvgFn:
-    """:func:`get_ema_multi_avg_fn`'s average for one param, for ``AveragedModel(avg_fn=)``.
+    """The exponential moving average of one param, for ``AveragedModel(avg_fn=)``.
+
+    torch's formula, ``decay * ema_param + (1 - decay) * current_param``, rounded as torch
+    rounds it (:func:`optim_jax.averaging.ema_formula`), so it may differ from
+    :func:`get_ema_multi_avg_fn`'s ``lerp`` in the last bit, as torch's two do. An integer param
+    is averaged in float32 (and truncated back into it by :class:`AveragedModel`).
 
     Args:
       decay: the decay, in [0, 1].
@@ -105,16 +110,40 @@ def get_ema_avg_fn(decay: float = 0.999) -> AvgFn:
     Raises:
       ValueError: torch's message, for a ``decay`` outside [0, 1].
     """
-    return get_ema_multi_avg_fn(decay)
+    averaging.check_decay(decay)
+
+    def ema_update(ema_param: jax.Array, current_param: jax.Array, num_averaged: Any) -> jax.Array:
+        return averaging.ema_formula(ema_param, current_param, decay,
+                                     _result_dtype(ema_param, current_param), count=num_averaged)
+
+    return ema_update
 
 
 def get_swa_avg_fn() -> AvgFn:
-    """:func:`get_swa_multi_avg_fn`'s average for one param, for ``AveragedModel(avg_fn=)``.
+    """The uniform average of one param, for ``AveragedModel(avg_fn=)``.
+
+    torch's formula, ``averaged_param + (current_param - averaged_param) / (num_averaged + 1)``,
+    rounded as torch rounds it (:func:`optim_jax.averaging.swa_formula`): what torch's
+    ``AveragedModel`` computes on CPU by default, where :class:`AveragedModel`'s default is
+    :func:`get_swa_multi_avg_fn`'s ``lerp`` (torch's on GPU; the two differ in the last bit).
 
     Returns:
       ``swa_update(averaged_param, current_param, num_averaged) -> new averaged_param``.
     """
-    return averaging.swa_average
+
+    def swa_update(averaged_param: jax.Array, current_param: jax.Array,
+                   num_averaged: Any) -> jax.Array:
+        return averaging.swa_formula(averaged_param, current_param, num_averaged,
+                                     _result_dtype(averaged_param, current_param))
+
+    return swa_update
+
+
+def _result_dtype(average: jax.Array, current: jax.Array) -> Any:
+    """The dtype torch's arithmetic on the two gives: the promoted float, float32 for integers
+    (torch's default dtype)."""
+    dtype = jnp.promote_types(average.dtype, current.dtype)
+    return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
 
 
 def _average_fn(avg_fn: AvgFn | None, multi_avg_fn: MultiAvgFn | None) -> averaging.AverageFn:
@@ -197,7 +226,8 @@ class AveragedModel:
       multi_avg_fn: ``multi_avg_fn(averaged_params, current_params, num_averaged) -> new
         averaged_params``: lists of all the averaged arrays at once (:func:`get_ema_multi_avg_fn`,
         :func:`get_swa_multi_avg_fn`). Unlike torch's, it returns the new values. With neither,
-        the uniform average (SWA).
+        the uniform average (SWA) as :func:`get_swa_multi_avg_fn` computes it (torch's default
+        on GPU; on CPU torch's default is :func:`get_swa_avg_fn`, different in the last bit).
       use_buffers: average the nnx Module's non-param variables too.
       device: where to place the average (a device or sharding); by default the model's
         placement. Each update then moves the model's params there first.

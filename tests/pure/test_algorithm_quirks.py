@@ -168,3 +168,24 @@ def test_adafactor_state_names_and_shapes_match_torch(torch_module):
     for i, t in enumerate(tensors):
         ours = {k: v.shape for k, v in opt.state[i].items() if v.size}
         assert ours == {k: tuple(v.shape) for k, v in theirs.state[t].items()}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_moving_averages_round_once_as_torchs_lerp(dtype, torch_module):
+    """torch's ``lerp_`` computes a 16-bit float in float32 and rounds once (its weight a
+    float32): Adam's ``exp_avg`` over bfloat16/float16 params is then torch's bit for bit."""
+    torch = torch_module
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal(1000).astype(np.float32) for _ in range(4)]
+    param = torch.nn.Parameter(torch.zeros(1000, dtype=getattr(torch, dtype)))
+    reference = torch.optim.Adam([param], lr=0.1, betas=(0.7, 0.999), foreach=False)
+    tx = optim.adam(lr=0.1, betas=(0.7, 0.999))
+    params = jnp.zeros(1000, dtype)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for g in grads:
+        param.grad = torch.from_numpy(g).to(param.dtype)
+        reference.step()
+        _, state = update(jnp.asarray(g).astype(dtype), state, params)
+    want = reference.state[param]["exp_avg"].float().numpy()
+    np.testing.assert_array_equal(np.asarray(state[0].exp_avg, np.float32), want)

@@ -63,6 +63,56 @@ def test_averaged_pytree_matches_torch(name, torch64, x64):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+LOW_PRECISION = ("float32", "bfloat16", "float16")
+
+
+def mixed_trajectory(dtypes, integers):
+    """Updates of float leaves of ``dtypes`` and, with ``integers``, an int32 leaf whose
+    averages land on and next to whole numbers (a constant counter; 9 six times then -40)."""
+    rng = np.random.default_rng(3)
+    counters = [np.array([3, 9, 0, 6, 100], np.int32)] * 6 + [np.array([3, -40, 41, 16, 101],
+                                                                        np.int32)]
+    return [[rng.standard_normal(257).astype(np.float32).astype(jnp.dtype(d)) for d in dtypes]
+            + ([counters[t]] if integers else []) for t in range(len(counters))]
+
+
+def torch_buffers_average(torch, trajectory, **kwargs):
+    """torch's AveragedModel(use_buffers=True) over a module holding the leaves as buffers."""
+    module = torch.nn.Module()
+    for i, leaf in enumerate(trajectory[0]):
+        module.register_buffer(f"b{i}", torch.from_numpy(np.asarray(leaf, np.float32)).to(
+            getattr(torch, np.asarray(leaf).dtype.name)))
+    averaged = torch.optim.swa_utils.AveragedModel(module, use_buffers=True, **kwargs)
+    for leaves in trajectory:
+        for i, leaf in enumerate(leaves):
+            buffer = getattr(module, f"b{i}")
+            buffer.copy_(torch.from_numpy(np.asarray(leaf, np.float32)).to(buffer.dtype))
+        averaged.update_parameters(module)
+    return [getattr(averaged.module, f"b{i}").float().numpy() for i in range(len(trajectory[0]))]
+
+
+@pytest.mark.parametrize("name, integers", [
+    ("swa-avg_fn", True), ("swa-multi", False), ("ema-multi", True), ("ema-avg_fn", True),
+    ("swa-default", True)])
+def test_low_precision_and_integer_leaves_are_averaged_bit_for_bit_as_torch(
+        name, integers, torch_module):
+    """16-bit floats computed in float32 and rounded as torch's kernels round them; integer
+    buffers (a step counter) averaged in float32 and truncated as torch's copy_ truncates, a
+    whole-number average landing on that number. (torch's multi-tensor SWA raises for integer
+    buffers; its default on CPU divides, which optim_jax's default does for integers only.)"""
+    kwargs, torch_kwargs = AVERAGES[name]
+    trajectory = mixed_trajectory(LOW_PRECISION if name != "swa-default" else (), integers)
+    model = swa_utils.AveragedModel([jnp.asarray(x) for x in trajectory[0]], **kwargs)
+    for leaves in trajectory:
+        model.update_parameters([jnp.asarray(x) for x in leaves])
+    expected = torch_buffers_average(torch_module, trajectory,
+                                     **torch_kwargs(torch_module.optim.swa_utils))
+    for got, want in zip(model.module, expected):
+        np.testing.assert_array_equal(np.asarray(got, np.float32), want)
+    if integers:
+        assert model.module[-1].dtype == jnp.int32
+
+
 def test_updates_compile_once_and_donate_only_the_average(xla_compilations):
     trajectory = [jax.tree.map(jnp.asarray, tree) for tree in snapshots(np.float32)]
     model = swa_utils.AveragedModel(trajectory[0], multi_avg_fn=swa_utils.get_ema_multi_avg_fn())
