@@ -84,3 +84,37 @@ def from_formula(formula: Callable[[Any, Ops], Any]) -> Schedule:
         return jnp.asarray(formula(step, ARRAY)).astype(numerics.scalar_dtype())
 
     return schedule
+
+
+class Chaining(NamedTuple):
+    """How a schedule acts on the rate inside torch's ``ChainedScheduler``.
+
+    Attributes:
+      kind: ``"factor"``, multiplying the rate by its own step's factor (``StepLR``,
+        ``ExponentialLR``, ...); ``"outright"``, setting the rate from the base rate whatever
+        it was (``LambdaLR``, ``CyclicLR``, ``OneCycleLR``, ``CosineAnnealingWarmRestarts``);
+        ``"restarts"``, ``CosineAnnealingLR``: factors, except the step after each minimum
+        (``t = T_max + 1`` modulo ``2 * T_max``), where torch adds to the rate instead.
+      period: ``T_max``, for ``"restarts"``.
+      eta_min: ``eta_min``, for ``"restarts"``.
+    """
+
+    kind: str
+    period: int = 0
+    eta_min: float = 0.0
+
+
+FACTOR = Chaining("factor")
+OUTRIGHT = Chaining("outright")
+
+
+def with_chaining(schedule: Schedule, chaining: Chaining) -> Schedule:
+    """``schedule``, marked with how it acts inside a chain (read by ``chaining_of``)."""
+    schedule.chaining = chaining
+    return schedule
+
+
+def chaining_of(schedule: Schedule) -> Chaining:
+    """How ``schedule`` acts inside a chain; a schedule not marked multiplies (``FACTOR``)."""
+    return getattr(schedule, "chaining", FACTOR)
+

@@ -13,7 +13,9 @@ from typing import Any, Callable, Sequence
 
 import jax.numpy as jnp
 
-from optim_jax.schedules.arithmetic import HOST, Ops, Schedule, Step, from_formula
+from optim_jax.schedules.arithmetic import (
+    HOST, OUTRIGHT, Chaining, Ops, Schedule, Step, from_formula, with_chaining,
+)
 from optim_jax.schedules.checks import (
     check_constant_factor,
     check_linear_factors,
@@ -34,7 +36,7 @@ def lambda_lr(base_lr: float, lr_lambda: Callable[[Step], Any]) -> Schedule:
     Returns:
       The schedule ``step -> lr``.
     """
-    return from_formula(lambda t, ops: base_lr * lr_lambda(t))
+    return with_chaining(from_formula(lambda t, ops: base_lr * lr_lambda(t)), OUTRIGHT)
 
 
 def multiplicative_lr(base_lr: float, lr_lambda: Callable[[Step], Any]) -> Schedule:
@@ -231,7 +233,8 @@ def cosine_annealing_lr(base_lr: float, T_max: int, eta_min: float = 0.0) -> Sch
       Loshchilov & Hutter, `SGDR: Stochastic Gradient Descent with Warm Restarts
       <https://arxiv.org/abs/1608.03983>`_, ICLR 2017 (one cycle of it, without restarts).
     """
-    return from_formula(lambda t, ops: cosine(base_lr, eta_min, t, T_max, ops))
+    return with_chaining(from_formula(lambda t, ops: cosine(base_lr, eta_min, t, T_max, ops)),
+                         Chaining("restarts", T_max, eta_min))
 
 
 def _restart_starts(T_0: int, T_mult: int, limit: int) -> list[int]:
@@ -274,7 +277,8 @@ def cosine_annealing_warm_restarts(
     """
     check_warm_restarts(T_0, T_mult, eta_min)
     if T_mult == 1:
-        return from_formula(lambda t, ops: cosine(base_lr, eta_min, t % T_0, T_0, ops))
+        return with_chaining(
+            from_formula(lambda t, ops: cosine(base_lr, eta_min, t % T_0, T_0, ops)), OUTRIGHT)
     # Array steps are int32 at most (the count of scale_by_learning_rate saturates there).
     array_starts = _restart_starts(T_0, T_mult, jnp.iinfo(jnp.int32).max)
 
@@ -289,4 +293,4 @@ def cosine_annealing_warm_restarts(
         period = T_0 * float(T_mult) ** cycle
         return cosine(base_lr, eta_min, t - starts[cycle], period, ops)
 
-    return from_formula(formula)
+    return with_chaining(from_formula(formula), OUTRIGHT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from optim_jax.schedules.arithmetic import Ops, Schedule, from_formula
+from optim_jax.schedules.arithmetic import OUTRIGHT, Ops, Schedule, from_formula, with_chaining
 from optim_jax.schedules.checks import check_cyclic_mode
 
 
@@ -82,7 +82,7 @@ def _cyclic(
         height = cyclic_height(t, low, high, total_size, step_ratio, scale_fn, scale_mode, ops)
         return low + height if rising else high - height
 
-    return from_formula(formula)
+    return with_chaining(from_formula(formula), OUTRIGHT)
 
 
 def cyclic_lr(

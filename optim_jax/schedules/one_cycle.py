@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-from optim_jax.schedules.arithmetic import Ops, Schedule, from_formula
+from optim_jax.schedules.arithmetic import OUTRIGHT, Ops, Schedule, from_formula, with_chaining
 from optim_jax.schedules.checks import check_one_cycle, one_cycle_total_steps
 
 
@@ -93,7 +93,9 @@ def _one_cycle(
     check_one_cycle(pct_start, anneal_strategy)
     phases = one_cycle_phases(total_steps, pct_start, three_phase)
     anneal = ANNEALING[anneal_strategy]
-    return from_formula(lambda t, ops: one_cycle_value(t, phases, values, anneal, quantity, ops))
+    return with_chaining(
+        from_formula(lambda t, ops: one_cycle_value(t, phases, values, anneal, quantity, ops)),
+        OUTRIGHT)
 
 
 def one_cycle_lr(

@@ -138,3 +138,66 @@ def test_cosine_annealing_class_is_recursive_after_an_outside_lr_change(torch_mo
     assert runs[0] == runs[1]
     closed_form = [schedules.cosine_annealing_lr(BASE_LRS[0], 40, 0.001)(t) for t in range(80)]
     assert not np.allclose(runs[1][16:], closed_form[16:])
+
+
+# (torch's scheduler, optim_jax's schedule) makers over an optimizer / a base rate
+CHAIN_POOL = {
+    "exponential": (lambda m, o: m.ExponentialLR(o, gamma=0.97),
+                    lambda lr: schedules.exponential_lr(lr, 0.97)),
+    "step": (lambda m, o: m.StepLR(o, step_size=7, gamma=0.5),
+             lambda lr: schedules.step_lr(lr, step_size=7, gamma=0.5)),
+    "linear to 0": (lambda m, o: m.LinearLR(o, 1.0, 0.0, total_iters=45),
+                    lambda lr: schedules.linear_lr(lr, 1.0, 0.0, total_iters=45)),
+    "cosine 9": (lambda m, o: m.CosineAnnealingLR(o, T_max=9),
+                 lambda lr: schedules.cosine_annealing_lr(lr, T_max=9)),
+    # minima and restarts of these two fall on one another's steps
+    "cosine 2": (lambda m, o: m.CosineAnnealingLR(o, T_max=2),
+                 lambda lr: schedules.cosine_annealing_lr(lr, T_max=2)),
+    "cosine 3": (lambda m, o: m.CosineAnnealingLR(o, T_max=3),
+                 lambda lr: schedules.cosine_annealing_lr(lr, T_max=3)),
+    "cosine 13": (lambda m, o: m.CosineAnnealingLR(o, T_max=13),
+                  lambda lr: schedules.cosine_annealing_lr(lr, T_max=13)),
+    "lambda": (lambda m, o: m.LambdaLR(o, lambda t: 1 / (1 + 0.05 * t)),
+               lambda lr: schedules.lambda_lr(lr, lambda t: 1 / (1 + 0.05 * t))),
+    "warm restarts": (lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=11),
+                      lambda lr: schedules.cosine_annealing_warm_restarts(lr, T_0=11)),
+}
+
+
+def random_chain(seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [str(n) for n in rng.choice(list(CHAIN_POOL), size=int(rng.integers(2, 5)),
+                                       replace=False)]
+
+
+CHAINS = [random_chain(seed) for seed in range(12)] + [
+    ["cosine 2", "cosine 3"], ["cosine 3", "exponential", "cosine 2"]]  # collisions, no outright
+
+
+@pytest.mark.parametrize("names", CHAINS, ids=lambda names: "+".join(names))
+def test_random_chains_follow_torchs_chained_scheduler(names, torch_module, x64):
+    """Chains of factors, cosines (which add to the rate after each minimum) and outright
+    schedules, in random orders: the pure chain is torch's recursion, on the host and jitted."""
+    torch = torch_module
+    params = [torch.zeros(1, requires_grad=True)]
+    opt = torch.optim.SGD(params, lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chain = torch.optim.lr_scheduler.ChainedScheduler(
+            [CHAIN_POOL[n][0](torch.optim.lr_scheduler, opt) for n in names])
+        expected = []
+        for _ in range(120):
+            expected.append(opt.param_groups[0]["lr"])
+            opt.step()
+            chain.step()
+    pure = schedules.chained_scheduler([CHAIN_POOL[n][1](0.1) for n in names], 0.1)
+    host = [pure(t) for t in range(120)]
+    jitted = jax.jit(jax.vmap(pure))(jnp.arange(120))
+    for got in (np.array(host), np.asarray(jitted)):
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15, err_msg=str(names))
+
+
+def test_a_chained_cosine_with_eta_min_is_refused():
+    with pytest.raises(ValueError, match=r"schedulers\[1\] is a cosine annealing with eta_min"):
+        schedules.chained_scheduler(
+            [schedules.exponential_lr(0.1, 0.9), schedules.cosine_annealing_lr(0.1, 10, 0.01)], 0.1)
