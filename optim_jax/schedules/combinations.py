@@ -52,8 +52,7 @@ def sequential_lr(schedulers: Sequence[Schedule], milestones: Sequence[int]) -> 
 
 
 def chained_scheduler(schedulers: Sequence[Schedule], base_lr: float) -> Schedule:
-    """torch's ``ChainedScheduler``: each schedule acting in turn on the rate the ones before
-    it left.
+    """torch's ``ChainedScheduler``: each schedule acts in turn on the rate left before it.
 
     Most of torch's schedulers multiply the group's rate by their own step's factor
     (``MultiplicativeLR``, ``StepLR``, ``MultiStepLR``, ``ConstantLR``, ``LinearLR``,
