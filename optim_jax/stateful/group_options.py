@@ -165,22 +165,64 @@ class GroupOptions:
 
 
     def migrated(
-        self, state: Any, group: Mapping[str, Any], structure: tuple, params: Any
-    ) -> Any:
+        self, state: Any, group: Mapping[str, Any], structure: tuple, params: Any, parked: dict
+    ) -> tuple[Any, dict]:
         """``state`` (over ``params``, the tree or its buffers) for the group's new
-        ``structure`` (a ``momentum`` now 0, say): a fresh state keeping the old state's fields
-        of the same name, as torch's state gains or drops its momentum buffer."""
+        ``structure`` (a ``momentum`` now 0, say), and the fields set aside.
+
+        The fresh state keeps the old state's fields of the same name. A field the new state
+        lacks is set aside in ``parked`` and comes back when a later structure has it again, as
+        torch keeps a momentum buffer in its state, unread and unwritten, while momentum is 0
+        (and ``max_exp_avg_sq`` while ``amsgrad`` is off); a parked field that no longer fits
+        the params is dropped.
+        """
         treedef = jax.tree.structure(params)
         old = dict(collect_fields(state, treedef))
         fresh = self.init_state(group, structure, params)
+        fresh_fields = collect_fields(fresh, treedef)
+        names = {name for name, _ in fresh_fields}
+        available = {**parked, **old}
         kept, seen = [], set()
-        for name, value in collect_fields(fresh, treedef):
-            value = old.get(name, value)
+        for name, value in fresh_fields:
+            if name in available and _fits(available[name], value):
+                value = available[name]
             if id(value) in seen:  # two blocks' ``step`` from one old field: a step donates both
                 value = jax.tree.map(jnp.copy, value)
             seen.add(id(value))
             kept.append(value)
-        return replace_fields(fresh, treedef, kept)
+        set_aside = {name: value for name, value in available.items() if name not in names}
+        return replace_fields(fresh, treedef, kept), set_aside
+
+    def parkable(self, group: Mapping[str, Any], params: Any) -> dict[str, Any]:
+        """The fields the group's state would have under other options (a momentum buffer
+        when momentum is 0, ``max_exp_avg_sq`` without ``amsgrad``), each a fresh template
+        over ``params``: what a saved state may hold beside the current fields."""
+        treedef = jax.tree.structure(params)
+        current = {name for name, _ in collect_fields(
+            self.init_state(group, self.structure(group), params), treedef)}
+        variants = [{name: 0.5} for name in self.static_zeros]
+        variants += [{name: True} for name, value in self.of(group).items() if value is False]
+        found: dict[str, Any] = {}
+        for change in variants:
+            other = {**group, **change}
+            try:
+                shapes = jax.eval_shape(lambda p: self.init_state(other, self.structure(other), p),
+                                        params)
+            except (ValueError, TypeError):  # a combination the factory refuses
+                continue
+            state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            for name, value in collect_fields(state, treedef):
+                if name not in current:
+                    found.setdefault(name, value)
+        return found
+
+
+def _fits(value: Any, template: Any) -> bool:
+    """Whether ``value`` has ``template``'s structure, shapes and dtypes."""
+    same = jax.tree.structure(value) == jax.tree.structure(template)
+    return same and all(
+        np.shape(a) == np.shape(b) and jnp.result_type(a) == jnp.result_type(b)
+        for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(template)))
 
 
 def _numbers(group: Mapping[str, Any], structure: tuple) -> list:

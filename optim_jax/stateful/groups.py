@@ -54,6 +54,8 @@ class GroupRecord:
       state_views: ``(state, its per-leaf views)`` once made, until the next step.
       offsets: each leaf's offset in its buffer, as runtime scalars (see ``Packing.unpack``).
       local: whether its params lie on one device (``None`` until known).
+      parked: state fields its options no longer use (a momentum buffer while momentum is
+        0), by name, laid out as ``state``'s, kept for when they are used again.
     """
 
     state: Any
@@ -67,6 +69,7 @@ class GroupRecord:
     state_views: tuple | None = None
     offsets: list | None = None
     local: bool | None = None
+    parked: dict = dataclasses.field(default_factory=dict)
 
     def shown(self, names: list[str], tree: PyTree) -> PyTree:
         """The internal ``tree`` in the layout the user gave the group."""

@@ -5,10 +5,11 @@ and hyperparameters (and, for ``step(closure)``, evaluates the loss and its grad
 Executables are cached by what changes the program: the algorithm's boolean options, the tree
 structures, the closure's code and its non-array captures. Numeric hyperparameters travel as one
 float vector argument, so ``param_groups[i]['lr'] = x`` takes effect without recompiling. The
-exception is a hyperparameter whose zero switches work or state off: ``momentum`` (torch keeps no
+exception is a hyperparameter whose zero switches work or state off: ``momentum`` (torch makes no
 momentum buffer at 0) and ``weight_decay`` (at 0 the step does not read the parameters into the
 gradient, which saves a pass over them). Crossing zero compiles once more (both programs stay
-cached), and the state gains or drops the momentum buffer as torch's would.
+cached). A buffer made before momentum went to 0 is kept aside, as torch keeps it in its state
+(and in its state_dict), and taken up again when momentum returns.
 
 Hyperparameters reach the program as arrays of the widest enabled float: float32 unless
 ``jax_enable_x64`` is on. ``1 - beta`` then carries beta's float32 rounding (for beta2 = 0.999, a
@@ -260,9 +261,7 @@ class Optimizer(hooks.HookRegistrations, state_dict_io.Checkpointing, storage.Gr
         for index, (group, record) in enumerate(zip(self.param_groups, self._records)):
             structure = self._options.structure(group)
             if structure != record.structure:
-                record.state = committed(self._options.migrated(
-                    record.state, group, structure, storage.held(group, record, index)))
-                record.structure = structure
+                storage.migrate(self._options, group, record, index, structure)
         structures = tuple(r.structure for r in self._records)
         prepared = structures, self._options.vector(self.param_groups, list(structures))
         self._prepared = options, prepared

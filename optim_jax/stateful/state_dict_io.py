@@ -26,7 +26,7 @@ import numpy as np
 from optim_jax.state_fields import collect_fields, replace_fields
 from optim_jax.stateful.groups import committed
 from optim_jax.stateful.param_group import ParamGroup
-from optim_jax.stateful.storage import stored_state
+from optim_jax.stateful.storage import stored_fields, stored_state
 
 
 def renewed(old: dict, new: dict) -> dict:
@@ -221,7 +221,7 @@ def load(
             f"has {len(param_groups)}"
         )
     saved_state = {int(k): v for k, v in dict(state_dict["state"]).items()}
-    groups, states, structures = [], [], []
+    groups, states, structures, parked = [], [], [], []
     for g, (group, saved) in enumerate(zip(param_groups, saved_groups)):
         indices = [int(i) for i in listed(saved.get("params", []))]
         treedef = jax.tree.structure(group["params"])
@@ -235,12 +235,19 @@ def load(
         structure = options.structure(new_group)
         template = options.init_state(new_group, structure, group["params"])
         fields = collect_fields(template, treedef)
-        check_entries({name for name, _ in fields}, indices, saved_state)
+        names = {name for name, _ in fields}
+        # Saved fields the current options do not use (torch's momentum buffer while momentum
+        # is 0) are set aside, as torch keeps them.
+        unused = {name: value for name, value in options.parkable(new_group, group["params"]).items()
+                  if name not in names and any(name in (saved_state.get(i) or {}) for i in indices)}
+        check_entries(names | set(unused), indices, saved_state)
         values = [gather_field(name, value, treedef, indices, saved_state) for name, value in fields]
         groups.append(new_group)
         states.append(replace_fields(template, treedef, values))
         structures.append(structure)
-    return groups, states, structures
+        parked.append({name: gather_field(name, value, treedef, indices, saved_state)
+                       for name, value in unused.items()})
+    return groups, states, structures, parked
 
 
 class Checkpointing:
@@ -284,12 +291,13 @@ class Checkpointing:
         """
         state_dict = self._run_hooks("load_state_dict_pre", self, state_dict) or state_dict
         self._adopt_appended_groups()
-        groups, states, structures = load(
+        groups, states, structures, parked = load(
             state_dict, self.param_groups, self._options, self.defaults
         )
         self.param_groups = [renewed(old, new) for old, new in zip(self.param_groups, groups)]
-        for record, state, structure in zip(self._records, states, structures):
+        for record, state, structure, unused in zip(self._records, states, structures, parked):
             record.state, record.structure = committed(stored_state(record, state)), structure
+            record.parked = committed(stored_fields(record, unused))
         self._run_hooks("load_state_dict_post", self)
 
     # -- copies -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ held params back into trees inside a compiled program.
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any
 
@@ -184,6 +185,38 @@ def leaf_state(record: Any) -> Any:
     return record.state_views[1]
 
 
+@functools.lru_cache(maxsize=64)
+def _fields_type(names: tuple[str, ...]) -> type:
+    """A NamedTuple type with these field names: how a state holds named fields."""
+    return collections.namedtuple("ParkedFields", names)
+
+
+def parked_fields(record: Any) -> Any:
+    """The group's parked fields (see ``GroupRecord``) as a state over its tree."""
+    names = tuple(sorted(record.parked))
+    fields = _fields_type(names)(*(record.parked[n] for n in names))
+    if record.packing is None:
+        return fields
+    return run(record.packing, "unpack_state", fields, record.offsets)
+
+
+def migrate(options: Any, group: dict, record: Any, index: int, structure: tuple) -> None:
+    """The group's state taken to its options' new ``structure``, fields it no longer uses
+    parked (``GroupOptions.migrated``)."""
+    state, record.parked = options.migrated(record.state, group, structure,
+                                            held(group, record, index), record.parked)
+    record.state, record.structure = committed(state), structure
+
+
+def stored_fields(record: Any, fields: dict) -> dict:
+    """Fields over the group's tree (by name) laid out as the group keeps its state."""
+    if not fields or record.packing is None:
+        return fields
+    names = tuple(sorted(fields))
+    packed = run(record.packing, "pack_state", _fields_type(names)(*(fields[n] for n in names)))
+    return dict(zip(names, packed))
+
+
 def discard_state_views(record: Any) -> None:
     """Deletes the views of the state a step replaces, as the tree's donated state would be."""
     if record.state_views is not None and record.state_views[0] is record.state:
@@ -225,7 +258,10 @@ class GroupStorage:
         return [r.state for r in self._records]
 
     def _leaf_states(self) -> list:
-        return [leaf_state(r) for r in self._records]
+        """Each group's state over its tree, with its parked fields after it (torch's state
+        shows a momentum buffer while momentum is 0)."""
+        return [(leaf_state(r), parked_fields(r)) if r.parked else leaf_state(r)
+                for r in self._records]
 
     def _held(self) -> list:
         """Each group's params as a step takes them (its buffers, or its tree)."""

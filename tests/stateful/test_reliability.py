@@ -375,3 +375,40 @@ def test_a_group_gaining_momentum_keeps_one_step_count_per_block(torch_module):
                 reference.step()
         for ours, theirs in zip(jax.tree.leaves(opt.params), tensors):
             np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("leaves", [3, 250])  # a tree, and contiguous buffers
+@pytest.mark.parametrize("name, option, values", [
+    ("SGD", "momentum", [0.9, 0.0, 0.0, 0.9, 0.9]),
+    ("RMSprop", "momentum", [0.5, 0.0, 0.5, 0.5]),
+    ("Adam", "amsgrad", [True, False, False, True]),
+])
+def test_state_an_option_stops_using_is_kept_for_when_it_is_used_again(
+        name, option, values, leaves, torch_module):
+    """torch keeps a momentum buffer while momentum is 0 (and ``max_exp_avg_sq`` while
+    ``amsgrad`` is off), unread and unwritten, and takes it up again after; its state_dict
+    holds it meanwhile and loads. Checked step by step against torch, through a state_dict
+    saved and loaded (into a fresh optimizer) while the option is off."""
+    torch = torch_module
+    rng = np.random.default_rng(7)
+    start = [rng.standard_normal(3).astype(np.float32) for _ in range(leaves)]
+    grads = [[rng.standard_normal(3).astype(np.float32) for _ in range(leaves)] for _ in values]
+    reference_params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in start]
+    reference = getattr(torch.optim, name)(reference_params, lr=0.1, **{option: values[0]})
+    opt = getattr(optim, name)([jnp.asarray(p) for p in start], lr=0.1, **{option: values[0]})
+    for k, (value, grad) in enumerate(zip(values, grads)):
+        reference.param_groups[0][option] = value
+        opt.param_groups[0][option] = value
+        for p, g in zip(reference_params, grad):
+            p.grad = torch.from_numpy(g)
+        reference.step()
+        opt.grad = [jnp.asarray(g) for g in grad]
+        opt.step()
+        if k == 2:  # the option off: the unused state is in the dict, and loads
+            saved = opt.state_dict()
+            assert set(reference.state_dict()["state"][0]) <= set(saved["state"][0])
+            params = [jnp.asarray(p) for p in opt.params]
+            opt = getattr(optim, name)(params, lr=0.1, **{option: value})
+            opt.load_state_dict(saved)
+        for got, want in zip(opt.params, reference_params):
+            np.testing.assert_allclose(got, want.detach().numpy(), rtol=2e-5, atol=1e-5)
