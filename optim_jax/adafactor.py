@@ -204,7 +204,8 @@ def adafactor(
     if not isinstance(eps, (tuple, list)) or len(eps) != 2:
         raise ValueError(f"Invalid eps: {eps!r} (expected a pair (eps1, eps2))")
     validation.check_lr_size(lr)
-    validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}")
+    validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}",
+                        schedule=True)
     validation.require(
         lambda v: v <= 0.0, beta2_decay, f"beta2_decay should be <= 0 but is: {beta2_decay}"
     )

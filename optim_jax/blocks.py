@@ -222,7 +222,10 @@ def trace_momentum(
         b_1 = g_1, \\qquad b_t = \\mu b_{t-1} + (1 - \\tau) g_t, \\qquad
         u_t = g_t + \\mu b_t \\ (\\text{nesterov}) \\ \\text{or} \\ b_t.
 
-    The first buffer is the gradient itself (torch's rule), not ``(1 - dampening) * g``.
+    The first buffer is the gradient itself (torch's rule), not ``(1 - dampening) * g``. A
+    momentum given as an array (``inject_hyperparams``) may be 0 at a step: the gradient then
+    passes through and the buffer and its count stay as they were, as torch's SGD leaves its
+    buffer alone while momentum is 0 (and starts it from the gradient if it has none).
 
     Args:
       momentum: :math:`\\mu`, the momentum factor.
@@ -248,12 +251,19 @@ def trace_momentum(
 
         buffers = jax.tree.map(buffer, updates, state.momentum_buffer)
         if nesterov:
-            updates = jax.tree.map(
+            directions = jax.tree.map(
                 lambda g, b: g + numerics.like(momentum, g) * b, updates, buffers
             )
         else:
-            updates = buffers
-        return updates, MomentumState(numerics.increment(state.step), buffers)
+            directions = buffers
+        step = numerics.increment(state.step)
+        if not isinstance(momentum, (int, float)):  # an array momentum, possibly 0 at a step
+            off = jnp.asarray(momentum) == 0
+            directions = jax.tree.map(lambda g, d: jnp.where(off, g, d), updates, directions)
+            buffers = jax.tree.map(lambda old, new: jnp.where(off, old, new),
+                                   state.momentum_buffer, buffers)
+            step = jnp.where(off, state.step, step)
+        return directions, MomentumState(step, buffers)
 
     return GradientTransformation(init, update)
 
@@ -314,5 +324,20 @@ def descent(
 
 
 def placed(tx: GradientTransformationExtraArgs) -> GradientTransformationExtraArgs:
-    """``tx`` whose ``init`` puts the state on the params' devices (:func:`place_state`)."""
-    return tx._replace(init=lambda params: place_state(tx.init(params), params))
+    """``tx`` whose ``init`` puts the state on the params' devices (:func:`place_state`), and
+    whose ``update`` refuses gradients shaped unlike the params (:func:`check_like_params`)."""
+
+    def update(updates, state, params=None, **extra):
+        check_like_params(updates, params)
+        return tx.update(updates, state, params, **extra)
+
+    return tx._replace(init=lambda params: place_state(tx.init(params), params), update=update)
+
+
+def check_like_params(updates: Any, params: Any) -> None:
+    """Raises ``ValueError`` where ``updates`` differ from ``params`` (when given) in structure
+    or in a leaf's shape, naming the leaf: a gradient that would broadcast against its param
+    is refused, as torch refuses a gradient of another size."""
+    difference = None if params is None else validation.tree_difference(updates, params)
+    if difference:
+        raise ValueError(f"update: {difference}")

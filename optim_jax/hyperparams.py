@@ -83,10 +83,11 @@ def inject_hyperparams(
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = dict(bound.arguments)
-        factory(**values)  # validates with the factory's own checks
         schedules = {
             k: v for k, v in values.items() if callable(v) and k not in static_names
         }
+        # The factory's own checks, on each schedule's first value.
+        factory(**{**values, **{k: fn(0) for k, fn in schedules.items()}})
         numeric = {
             k: v for k, v in values.items() if _is_numeric(v) and k not in static_names
         }

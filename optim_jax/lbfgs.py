@@ -156,8 +156,18 @@ def _history_zeros(leaf: jax.Array, history_size: int) -> jax.Array:
 
 def init_state(params: Params, history_size: int) -> LBFGSState:
     """The empty state for ``params``: param-shaped fields take each param's sharding (the
-    history buffers along their row axes); the rest is left to :func:`place_state`."""
+    history buffers along their row axes); the rest is left to :func:`place_state`.
+
+    Raises:
+      ValueError: for complex params, which this L-BFGS does not step yet (torch's views them
+        as real pairs).
+    """
     dtype = jnp.result_type(*jax.tree.leaves(params))
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(
+            "LBFGS: complex params are not supported yet; optimise their real and imaginary "
+            "parts as a real array (jnp.stack([z.real, z.imag], -1)), as torch's LBFGS views "
+            "them")
     # Every field its own buffer: the stateful class donates the state, and a buffer cannot be
     # donated twice.
     zero = lambda: jnp.zeros([], dtype)  # noqa: E731

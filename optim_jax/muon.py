@@ -265,7 +265,8 @@ def muon(
       (``adjust_lr_fn='match_rms_adamw'``).
     """
     validation.check_lr_size(lr)
-    validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}")
+    validation.require(lambda v: v >= 0.0, lr, f"Learning rate should be >= 0 but is: {lr}",
+                        schedule=True)
     validation.require(lambda v: v >= 0.0, momentum, f"momentum should be >= 0 but is: {momentum}")
     validation.require(
         lambda v: v >= 0.0, weight_decay, f"weight decay should be >= 0 but is: {weight_decay}"

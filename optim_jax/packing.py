@@ -33,6 +33,7 @@ from optim_jax.base import (
     with_extra_args_support,
 )
 from optim_jax.state_fields import collect_fields, replace_fields
+from optim_jax.validation import tree_difference
 
 
 LARGE = 16384
@@ -280,6 +281,10 @@ def contiguous(inner: GradientTransformation) -> GradientTransformationExtraArgs
 
     def update(updates, state, params=None, **extra):
         packing = Packing.of(updates)
+        difference = None if params is None else tree_difference(updates, params, dtypes=True)
+        if difference:
+            raise ValueError(f"contiguous: {difference}; contiguous(tx) packs both alike, so "
+                             "each gradient needs its param's shape and dtype (cast it first)")
         flat_params = None if params is None else packing.pack(params)
         flat, new_state = inner.update(packing.pack(updates), state.inner, flat_params, **extra)
         return packing.unpack(flat), ContiguousState(new_state)

@@ -147,7 +147,7 @@ def sparse_adam(
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015 (the dense algorithm).
     """
     validation.check_lr_size(lr)
-    validation.require(lambda v: v > 0.0, lr, f"Invalid learning rate: {lr}")
+    validation.require(lambda v: v > 0.0, lr, f"Invalid learning rate: {lr}", schedule=True)
     validation.require(lambda v: v > 0.0, eps, f"Invalid epsilon value: {eps}")
     validation.check_betas(betas)
     inner = scale_by_sparse_adam(lr, betas, eps)

@@ -11,6 +11,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -49,15 +50,20 @@ def is_numeric(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and len(value) > 0 and all(map(is_numeric, value))
 
 
-def check_type(value: Any, message: str) -> None:
+def check_type(value: Any, message: str, schedule: bool = False) -> None:
     """Raises ``TypeError`` unless ``value`` can be a numeric hyperparameter.
 
-    A real number, a 0-d or one-element array, a tracer or a schedule (a callable) can; ``None``,
-    strings, lists and other objects cannot (torch fails on them with a comparison TypeError at
-    construction; without this check they would reach the step and fail there, or worse).
+    A real number, a 0-d or one-element array, a tracer, and with ``schedule`` (the learning
+    rate) a schedule (a callable) can; ``None``, strings, lists and other objects cannot (torch
+    fails on them with a comparison TypeError at construction; without this check they would
+    reach the step and fail there, or worse).
     """
-    if isinstance(value, (numbers.Real, jax.core.Tracer)) or callable(value):
+    if isinstance(value, (numbers.Real, jax.core.Tracer)) or (schedule and callable(value)):
         return
+    if callable(value):
+        raise TypeError(
+            f"{message}: a schedule (a callable) is taken for lr only; give another "
+            "hyperparameter a schedule through inject_hyperparams(...)(name=schedule)")
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         if np.asarray(value).dtype.kind in "biuf":
             return
@@ -65,10 +71,10 @@ def check_type(value: Any, message: str) -> None:
     raise TypeError(f"{message}: expected a real number, got {type(value).__name__}")
 
 
-def require(ok, value: Any, message: str) -> None:
+def require(ok, value: Any, message: str, schedule: bool = False) -> None:
     """Raises ``TypeError`` for a value that is not a number (see :func:`check_type`), and
     ``ValueError(message)`` if ``value`` is concrete and ``ok(value)`` is false."""
-    check_type(value, message)
+    check_type(value, message, schedule)
     number = concrete(value)
     if number is not None and not ok(number):
         raise ValueError(message)
@@ -84,7 +90,7 @@ def check_lr(lr: Any) -> None:
     """torch's learning-rate checks: :func:`check_lr_size`, then ``Invalid learning rate``:
     ``lr >= 0``."""
     check_lr_size(lr)
-    require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}")
+    require(lambda v: v >= 0.0, lr, f"Invalid learning rate: {lr}", schedule=True)
 
 
 def check_eps(eps: Any) -> None:
@@ -144,3 +150,23 @@ def reject_complex(params: Any, message: str) -> None:
     """Raises torch's ``RuntimeError(message)`` if a leaf of ``params`` is complex."""
     if any(np.iscomplexobj(leaf) for leaf in jax.tree.leaves(params)):
         raise RuntimeError(message)
+
+
+def tree_difference(updates: Any, params: Any, dtypes: bool = False) -> str | None:
+    """How ``updates`` differ from ``params``: in structure, or at the first leaf whose shape
+    (with ``dtypes``, or dtype) differs, named by its path; ``None`` where they are alike.
+    Shapes are static: under ``jit`` this runs once per trace."""
+    given, given_def = jax.tree_util.tree_flatten_with_path(updates)
+    held, held_def = jax.tree_util.tree_flatten_with_path(params)
+    if given_def != held_def:
+        return f"the gradients have structure {given_def}, the params {held_def}"
+
+    def kind(x: Any) -> str:
+        shape = list(np.shape(x))
+        return f"{jnp.dtype(jnp.result_type(x)).name}{shape}" if dtypes else f"of shape {shape}"
+
+    for (path, g), (_, p) in zip(given, held):
+        if kind(g) != kind(p):
+            return f"the gradient at {jax.tree_util.keystr(path)} is {kind(g)}, its param {kind(p)}"
+    return None
+

@@ -118,7 +118,10 @@ def loss_and_gradients(evaluate: Callable, trees: list, arrays: list) -> tuple[A
     """Traced: ``(loss, changed, gradients)`` of an objective at the group ``trees``, the
     gradients as each group's leaves."""
     (value, changed), grads = jax.value_and_grad(evaluate, has_aux=True)(trees, arrays)
-    return value, changed, [jax.tree.leaves(g) for g in grads]
+    # jax.grad of a real loss gives a complex param dL/dx - i dL/dy; torch's gradient (and the
+    # steepest ascent the algorithms step against) is its conjugate.
+    return value, changed, [[jax.numpy.conj(g) if jax.numpy.iscomplexobj(g) else g
+                             for g in jax.tree.leaves(group)] for group in grads]
 
 
 def _call(fn: Callable, args: tuple, kwargs: dict) -> Any:
@@ -142,6 +145,11 @@ def _call(fn: Callable, args: tuple, kwargs: dict) -> Any:
 
 
 def _scalar(value: Any) -> Any:
+    if isinstance(value, (tuple, list, dict)):
+        raise TypeError(
+            f"the closure must return a scalar loss, got a {type(value).__name__}: return the "
+            "loss alone (compute what else you need from opt.params after the step)"
+        )
     if jax.numpy.ndim(value) != 0:
         raise ValueError(
             f"the closure must return a scalar loss, got an array of shape {jax.numpy.shape(value)}"

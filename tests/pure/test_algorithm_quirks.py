@@ -189,3 +189,26 @@ def test_half_precision_moving_averages_round_once_as_torchs_lerp(dtype, torch_m
         _, state = update(jnp.asarray(g).astype(dtype), state, params)
     want = reference.state[param]["exp_avg"].float().numpy()
     np.testing.assert_array_equal(np.asarray(state[0].exp_avg, np.float32), want)
+
+
+@pytest.mark.parametrize("momenta", [[0.0, 0.0, 0.9, 0.9], [0.9, 0.0, 0.0, 0.9]])
+def test_an_injected_momentum_of_zero_leaves_the_buffer_as_torch_does(momenta, torch_module):
+    """Under inject_hyperparams momentum is an array, so sgd keeps its buffer block; at 0 the
+    gradient passes through (undampened) and the buffer and its count stay, as torch's SGD has
+    no buffer yet, or leaves the one it has alone."""
+    torch = torch_module
+    rng = np.random.default_rng(2)
+    grads = [rng.standard_normal(4).astype(np.float32) for _ in momenta]
+    param = torch.nn.Parameter(torch.zeros(4))
+    reference = torch.optim.SGD([param], lr=0.5, momentum=momenta[0], dampening=0.3)
+    tx = optim.inject_hyperparams(optim.sgd)(lr=0.5, momentum=momenta[0], dampening=0.3)
+    params = jnp.zeros(4)
+    state = tx.init(params)
+    for momentum, g in zip(momenta, grads):
+        reference.param_groups[0]["momentum"] = momentum
+        param.grad = torch.from_numpy(g)
+        reference.step()
+        state.hyperparams["momentum"] = jnp.asarray(momentum, state.hyperparams["momentum"].dtype)
+        updates, state = tx.update(jnp.asarray(g), state, params)
+        params = optim.apply_updates(params, updates)
+        np.testing.assert_allclose(params, param.detach().numpy(), rtol=1e-6, atol=1e-7)

@@ -55,3 +55,31 @@ def test_adafactor_rejects_complex():
                   lambda: optim.Adafactor([jnp.zeros(2, jnp.complex64)])):
         with pytest.raises(RuntimeError, match="^Adafactor does not support complex parameters$"):
             build()
+
+
+@pytest.mark.parametrize("name, options", [("SGD", {"momentum": 0.9}), ("Adam", {})])
+@pytest.mark.parametrize("how", ["closure", "backward"])
+def test_the_classes_differentiate_complex_params_as_torch(torch_module, name, options, how):
+    """jax.grad of a real loss gives a complex param dL/dx - i dL/dy; torch's gradient is its
+    conjugate, and step(closure) and backward() take torch's, so both parts descend."""
+    torch = torch_module
+    target = np.array([1 + 1j, -2 + 0.5j], np.complex64)
+    z = torch.zeros(2, dtype=torch.complex64, requires_grad=True)
+    reference = getattr(torch.optim, name)([z], lr=0.1, **options)
+    opt = getattr(optim, name)([jnp.zeros(2, jnp.complex64)], lr=0.1, **options)
+
+    def loss(params):
+        return jnp.sum(jnp.abs(params[0] - target) ** 2)
+
+    for _ in range(4):
+        reference.zero_grad()
+        torch.sum(torch.abs(z - torch.from_numpy(target)) ** 2).backward()
+        reference.step()
+        if how == "closure":
+            opt.step(loss)
+        else:
+            opt.zero_grad()
+            opt.backward(loss)
+            opt.step()
+    np.testing.assert_allclose(np.asarray(opt.params[0]), z.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)

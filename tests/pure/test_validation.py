@@ -75,3 +75,36 @@ def test_muon_and_sparse_adam_messages_are_live_torchs(torch_module, factory, op
     with pytest.raises(ValueError) as ours:
         build(**options)
     assert str(ours.value) == message
+
+
+def test_a_schedule_for_a_hyperparameter_other_than_lr_is_refused_at_construction():
+    schedule = lambda step: 0.5  # noqa: E731
+    for make, name in [(lambda: optim.sgd(momentum=schedule), "momentum"),
+                       (lambda: optim.adamw(weight_decay=schedule), "weight_decay"),
+                       (lambda: optim.adam(betas=(schedule, 0.999)), "beta parameter")]:
+        with pytest.raises(TypeError, match=f"Invalid {name}.*taken for lr only"):
+            make()
+    optim.adam(lr=schedule)  # lr takes one
+    optim.inject_hyperparams(optim.sgd)(lr=0.1, momentum=schedule)  # and so does this
+
+
+def test_gradients_shaped_unlike_the_params_are_refused_naming_the_leaf():
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(3)}
+    for tx in (optim.sgd(0.1), optim.adam(), optim.contiguous(optim.adam())):
+        state = tx.init(params)
+        with pytest.raises(ValueError, match=r"\['b'\] is (of shape \[\]|float32\[\]), its param"):
+            tx.update({"w": jnp.ones((2, 2)), "b": jnp.ones(())}, state, params)
+        with pytest.raises(ValueError, match="structure"):
+            tx.update({"w": jnp.ones((2, 2))}, state, params)
+
+
+def test_contiguous_names_a_gradient_of_another_dtype():
+    params = {"w": jnp.ones(4)}
+    tx = optim.contiguous(optim.adam())
+    with pytest.raises(ValueError, match=r"\['w'\] is bfloat16\[4\], its param float32\[4\]"):
+        tx.update({"w": jnp.ones(4, jnp.bfloat16)}, tx.init(params), params)
+
+
+def test_lbfgs_refuses_complex_params_clearly():
+    with pytest.raises(ValueError, match="complex params are not supported"):
+        optim.LBFGS([jnp.zeros(2, jnp.complex64)])

@@ -412,3 +412,9 @@ def test_state_an_option_stops_using_is_kept_for_when_it_is_used_again(
             opt.load_state_dict(saved)
         for got, want in zip(opt.params, reference_params):
             np.testing.assert_allclose(got, want.detach().numpy(), rtol=2e-5, atol=1e-5)
+
+
+def test_a_closure_returning_a_tuple_is_told_to_return_the_loss_alone():
+    opt = optim.Adam([jnp.ones(3)], lr=0.1)
+    with pytest.raises(TypeError, match="scalar loss, got a tuple: return the loss alone"):
+        opt.step(lambda p: (jnp.sum(p[0] ** 2), p[0]))
