@@ -245,6 +245,9 @@ def trace_momentum(
     def update(updates, state, params=None):
         del params
         decay, keep = momentum_terms(state.step, momentum, dampening)
+        off = None if isinstance(momentum, (int, float)) else jnp.asarray(momentum) == 0
+        if off is not None:  # an array momentum, 0 at this step: the buffer stays, exactly
+            decay, keep = jnp.where(off, 1, decay), jnp.where(off, 0, keep)
 
         def buffer(g, b):
             return b * numerics.like(decay, g) + numerics.like(keep, g) * g
@@ -257,11 +260,8 @@ def trace_momentum(
         else:
             directions = buffers
         step = numerics.increment(state.step)
-        if not isinstance(momentum, (int, float)):  # an array momentum, possibly 0 at a step
-            off = jnp.asarray(momentum) == 0
+        if off is not None:  # the gradient passes through, and the count stays
             directions = jax.tree.map(lambda g, d: jnp.where(off, g, d), updates, directions)
-            buffers = jax.tree.map(lambda old, new: jnp.where(off, old, new),
-                                   state.momentum_buffer, buffers)
             step = jnp.where(off, state.step, step)
         return directions, MomentumState(step, buffers)
 

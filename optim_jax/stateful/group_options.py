@@ -273,4 +273,4 @@ def _check_numeric(value: Any, name: str) -> None:
         raise ValueError(
             f"Tensor {name} must be 1-element, got an array of shape {np.shape(value)}"
         )
-    validation.check_type(value, f"Invalid {name}: {value!r}")
+    validation.check_type(value, f"Invalid {name}: {value!r}", schedule=True)
