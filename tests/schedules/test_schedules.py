@@ -170,7 +170,7 @@ def random_chain(seed: int) -> list[str]:
                                        replace=False)]
 
 
-CHAINS = [random_chain(seed) for seed in range(12)] + [
+CHAINS = [random_chain(seed) for seed in range(8)] + [
     ["cosine 2", "cosine 3"], ["cosine 3", "exponential", "cosine 2"]]  # collisions, no outright
 
 
