@@ -115,26 +115,6 @@ CASES = [
              [schedules.constant_lr(BASE_LRS[g], factor=0.5, total_iters=20),
               schedules.cosine_annealing_lr(BASE_LRS[g], T_max=400),
               schedules.step_lr(BASE_LRS[g], step_size=50, gamma=0.5)], BASE_LRS[g])),
-    # torch's cosine adds to the rate at the step after each minimum, forgetting the factors
-    # of the schedules before it; LambdaLR sets the rate outright at every step.
-    Case("ChainedScheduler past the cosine's minima",
-         lambda m, o: m.ChainedScheduler([m.ExponentialLR(o, gamma=0.99),
-                                          m.CosineAnnealingLR(o, T_max=40),
-                                          m.StepLR(o, step_size=30, gamma=0.5)]),
-         lambda g: schedules.chained_scheduler(
-             [schedules.exponential_lr(BASE_LRS[g], 0.99),
-              schedules.cosine_annealing_lr(BASE_LRS[g], T_max=40),
-              schedules.step_lr(BASE_LRS[g], step_size=30, gamma=0.5)], BASE_LRS[g])),
-    Case("ChainedScheduler with two cosines and a LambdaLR",
-         lambda m, o: m.ChainedScheduler([m.CosineAnnealingLR(o, T_max=25),
-                                          m.LambdaLR(o, lambda t: 1 / (1 + 0.01 * t)),
-                                          m.ExponentialLR(o, gamma=0.995),
-                                          m.CosineAnnealingLR(o, T_max=70)]),
-         lambda g: schedules.chained_scheduler(
-             [schedules.cosine_annealing_lr(BASE_LRS[g], T_max=25),
-              schedules.lambda_lr(BASE_LRS[g], lambda t: 1 / (1 + 0.01 * t)),
-              schedules.exponential_lr(BASE_LRS[g], 0.995),
-              schedules.cosine_annealing_lr(BASE_LRS[g], T_max=70)], BASE_LRS[g])),
 ]
 
 
