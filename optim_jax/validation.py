@@ -156,17 +156,21 @@ def tree_difference(updates: Any, params: Any, dtypes: bool = False) -> str | No
     """How ``updates`` differ from ``params``: in structure, or at the first leaf whose shape
     (with ``dtypes``, or dtype) differs, named by its path; ``None`` where they are alike.
     Shapes are static: under ``jit`` this runs once per trace."""
-    given, given_def = jax.tree_util.tree_flatten_with_path(updates)
-    held, held_def = jax.tree_util.tree_flatten_with_path(params)
+    given, given_def = jax.tree.flatten(updates)
+    held, held_def = jax.tree.flatten(params)
     if given_def != held_def:
         return f"the gradients have structure {given_def}, the params {held_def}"
 
-    def kind(x: Any) -> str:
+    def kind(x: Any) -> tuple:
+        return (np.shape(x), jnp.result_type(x)) if dtypes else (np.shape(x),)
+
+    if all(kind(g) == kind(p) for g, p in zip(given, held)):  # the common case: no paths made
+        return None
+
+    def shown(x: Any) -> str:
         shape = list(np.shape(x))
         return f"{jnp.dtype(jnp.result_type(x)).name}{shape}" if dtypes else f"of shape {shape}"
 
-    for (path, g), (_, p) in zip(given, held):
-        if kind(g) != kind(p):
-            return f"the gradient at {jax.tree_util.keystr(path)} is {kind(g)}, its param {kind(p)}"
-    return None
-
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
+    path, g, p = next((path, g, p) for path, g, p in zip(paths, given, held) if kind(g) != kind(p))
+    return f"the gradient at {jax.tree_util.keystr(path)} is {shown(g)}, its param {shown(p)}"

@@ -18,7 +18,8 @@ returns an array; it jits and vmaps over steps.
 XLA evaluates ``x / c`` as ``x * (1 / c)``, fuses multiply-adds and has its own ``cos``, so array
 values differ from torch's in the last bits: about 1e-14 relative, up to 3e-11 where torch's
 formula cancels (the last step of a short linear ``OneCycleLR``: 50 steps, 2.5e-11, where the
-array value is the nearer to the exact one). Where torch's sequence is exactly 0 the array forms are too.
+array value is the nearer to the exact one). Where torch's sequence is exactly 0 the array
+forms are too.
 
 Several of torch's classes update ``lr`` recursively (``lr *= gamma`` every step) rather than
 from the closed form their documentation gives. Without outside changes to ``lr`` the two agree

@@ -184,7 +184,8 @@ class GroupOptions:
         available = {**parked, **old}
         kept, seen = [], set()
         for name, value in fresh_fields:
-            if name in available and _fits(available[name], value):
+            if name in available and validation.tree_difference(
+                    available[name], value, dtypes=True) is None:
                 value = available[name]
             if id(value) in seen:  # two blocks' ``step`` from one old field: a step donates both
                 value = jax.tree.map(jnp.copy, value)
@@ -193,13 +194,12 @@ class GroupOptions:
         set_aside = {name: value for name, value in available.items() if name not in names}
         return replace_fields(fresh, treedef, kept), set_aside
 
-    def parkable(self, group: Mapping[str, Any], params: Any) -> dict[str, Any]:
+    def parkable(self, group: Mapping[str, Any], params: Any, current: set) -> dict[str, Any]:
         """The fields the group's state would have under other options (a momentum buffer
-        when momentum is 0, ``max_exp_avg_sq`` without ``amsgrad``), each a fresh template
-        over ``params``: what a saved state may hold beside the current fields."""
+        when momentum is 0, ``max_exp_avg_sq`` without ``amsgrad``) and not among its
+        ``current`` ones, each a fresh template over ``params``: what a saved state may hold
+        beside the current fields."""
         treedef = jax.tree.structure(params)
-        current = {name for name, _ in collect_fields(
-            self.init_state(group, self.structure(group), params), treedef)}
         variants = [{name: 0.5} for name in self.static_zeros]
         variants += [{name: True} for name, value in self.of(group).items() if value is False]
         found: dict[str, Any] = {}
@@ -215,14 +215,6 @@ class GroupOptions:
                 if name not in current:
                     found.setdefault(name, value)
         return found
-
-
-def _fits(value: Any, template: Any) -> bool:
-    """Whether ``value`` has ``template``'s structure, shapes and dtypes."""
-    same = jax.tree.structure(value) == jax.tree.structure(template)
-    return same and all(
-        np.shape(a) == np.shape(b) and jnp.result_type(a) == jnp.result_type(b)
-        for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(template)))
 
 
 def _numbers(group: Mapping[str, Any], structure: tuple) -> list:

@@ -238,8 +238,9 @@ def load(
         names = {name for name, _ in fields}
         # Saved fields the current options do not use (torch's momentum buffer while momentum
         # is 0) are set aside, as torch keeps them.
-        unused = {name: value for name, value in options.parkable(new_group, group["params"]).items()
-                  if name not in names and any(name in (saved_state.get(i) or {}) for i in indices)}
+        unused = {name: value
+                  for name, value in options.parkable(new_group, group["params"], names).items()
+                  if any(name in (saved_state.get(i) or {}) for i in indices)}
         check_entries(names | set(unused), indices, saved_state)
         values = [gather_field(name, value, treedef, indices, saved_state) for name, value in fields]
         groups.append(new_group)
